@@ -1,0 +1,97 @@
+"""Pieces every objective shares: the importance ratio and the diagnostics each call reports.
+
+Metric names (the columns every figure reads); ``{s}`` is ``all``, ``pos`` (A > 0) or ``neg``
+(A < 0), over masked tokens; statistics of an empty set are NaN:
+
+- ``ratio_{mean,min,p05,p50,p95}_{s}``: r = pi_theta / pi_old.
+- ``low_ratio_frac_pos``: share of A > 0 tokens with r <= tau, the ISDD signal.
+- ``clip_frac_upper`` / ``clip_frac_lower``: share of tokens where PPO's clip is active
+  (A > 0 and r > 1 + eps_high; A < 0 and r < 1 - eps_low), whatever the objective.
+- ``zero_grad_frac_{s}``: share of tokens whose loss gradient w.r.t. their log-prob is exactly 0.
+- ``approx_kl``: k3 estimate of KL(pi_old || pi_theta); ``approx_kl_k1``: its k1 estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from testbed.kl import kl_estimate
+
+if TYPE_CHECKING:
+    from testbed.objectives.registry import ObjectiveConfig
+
+_QUANTILES = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+
+
+def log_ratio_and_ratio(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, cfg: ObjectiveConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log r (clamped to +-cfg.log_ratio_clamp so that r stays finite) and r."""
+    log_ratio = (log_probs - old_log_probs).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+    return log_ratio, torch.exp(log_ratio)
+
+
+def sign_masks(advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    valid = mask > 0
+    return {"all": valid, "pos": valid & (advantages > 0), "neg": valid & (advantages < 0)}
+
+
+def _frac(selected: torch.Tensor, of: torch.Tensor) -> float:
+    n = int(of.sum())
+    return float((selected & of).sum()) / n if n else float("nan")
+
+
+def ratio_metrics(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cfg: ObjectiveConfig
+) -> dict[str, float]:
+    """Ratio statistics split by advantage sign, the ISDD signal, clip fractions and KL."""
+    log_ratio = log_ratio.detach().clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+    ratio = torch.exp(log_ratio.double())
+    out: dict[str, float] = {}
+    splits = sign_masks(advantages, mask)
+    for s, sel in splits.items():
+        vals = ratio[sel]
+        if vals.numel():
+            q = torch.quantile(vals, _QUANTILES)
+            stats = (vals.mean(), vals.min(), q[0], q[1], q[2])
+        else:
+            stats = (float("nan"),) * 5
+        for key, v in zip(("mean", "min", "p05", "p50", "p95"), stats, strict=True):
+            out[f"ratio_{key}_{s}"] = float(v)
+    out["low_ratio_frac_pos"] = _frac(ratio <= cfg.tau, splits["pos"])
+    out["clip_frac_upper"] = _frac(splits["pos"] & (ratio > 1 + cfg.eps_high), splits["all"])
+    out["clip_frac_lower"] = _frac(splits["neg"] & (ratio < 1 - cfg.eps_low), splits["all"])
+    valid = splits["all"]
+    n = int(valid.sum())
+    old_minus_new = -log_ratio
+    out["approx_kl"] = float(
+        kl_estimate(old_minus_new, torch.zeros_like(log_ratio), "k3")[valid].sum() / max(n, 1)
+    )
+    out["approx_kl_k1"] = float(old_minus_new[valid].sum() / max(n, 1))
+    return out
+
+
+def zero_grad_metrics(
+    body: Callable[..., tuple[torch.Tensor, dict[str, float]]],
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: ObjectiveConfig,
+) -> dict[str, float]:
+    """Share of masked tokens whose loss gradient is exactly zero, split by advantage sign.
+
+    Re-evaluates the body on a detached leaf, so it costs one extra elementwise pass and never
+    touches the caller's graph.
+    """
+    leaf = log_probs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss, _ = body(leaf, old_log_probs, advantages, mask, cfg)
+        (grad,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(leaf)
+    zero = grad == 0
+    return {f"zero_grad_frac_{s}": _frac(zero, sel) for s, sel in sign_masks(advantages, mask).items()}

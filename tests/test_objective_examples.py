@@ -1,0 +1,110 @@
+"""Each objective on one small batch whose loss is worked out by hand, token by token."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from testbed.objectives import ObjectiveConfig, get_objective
+
+# Two responses of two tokens; r = [[1.5, 0.5], [1.1, 4.0]], A = [+1, -1], eps = 0.2.
+LOG_PROBS = torch.tensor([[-1.0, -2.0], [-0.5, -1.5]], dtype=torch.float64)
+RATIOS = [[1.5, 0.5], [1.1, 4.0]]
+OLD = LOG_PROBS - torch.log(torch.tensor(RATIOS, dtype=torch.float64))
+ADV = torch.tensor([1.0, -1.0], dtype=torch.float64)
+MASK = torch.ones(2, 2, dtype=torch.float64)
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def gate(r: float, t: float) -> float:
+    return (4 / t) * sigmoid(t * (r - 1))
+
+
+S1, S2 = math.sqrt(1.5 * 0.5), math.sqrt(1.1 * 4.0)
+
+# Per-token losses in row-major order, written from each paper's formula.
+EXPECTED = {
+    # -min(rA, clip(r)A): 1.5 clipped to 1.2; 0.5 unclipped; -1.1; 4.0 unclipped for A < 0
+    "grpo": [-1.2, -0.5, 1.1, 4.0],
+    "gppo": [-1.2, -0.5, 1.1, 4.0],
+    "opsm": [-1.2, -0.5, 1.1, 4.0],  # row 2 has mean log(old/new) < 0 <= delta: kept
+    # dual-clip bounds the A < 0 token at -c A = 3
+    "dual_clip": [-1.2, -0.5, 1.1, 3.0],
+    "two_sided_clip": [-1.2, -0.5, 1.1, 3.0],
+    # -clip(r) A log pi
+    "cispo": [-1.2 * 1 * -1.0, -0.8 * 1 * -2.0, -1.1 * -1 * -0.5, -1.2 * -1 * -1.5],
+    "reinforce": [1.0, 2.0, -0.5, -1.5],
+    "soft_adaptive_gate": [-gate(1.5, 1.0), -gate(0.5, 1.0), gate(1.1, 1.05), gate(4.0, 1.05)],
+    # sequence ratios sqrt(0.75) and sqrt(4.4): neither clipped in the direction of min
+    "gspo": [-S1, -S1, S2, S2],
+    "gspo_token": [-S1, -S1, S2, S2],
+    # covariance (A - 0)(log pi + 1.25) = [0.25, -0.75, -0.75, 0.25]: k = 1, tied tokens 0 and 3
+    "kl_cov": [-1.5 + math.log(1.5), -0.5, 1.1, 4.0 + math.log(4.0)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_hand_computed_token_mean(name: str) -> None:
+    loss, _ = get_objective(name)(LOG_PROBS, OLD, ADV, MASK, config=ObjectiveConfig(name=name))
+    assert float(loss) == pytest.approx(sum(EXPECTED[name]) / 4, rel=1e-9)
+
+
+def test_hand_computed_sapo() -> None:
+    # A >= 0 response only; its r = 0.5 token is <= tau: -log 0.5, normalised by its 2 tokens.
+    loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=ObjectiveConfig(name="sapo"))
+    penalty = math.log(2.0) / 2
+    assert metrics["sapo_penalty"] == pytest.approx(penalty)
+    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 1.0 * penalty)
+    assert metrics["sapo_penalized_frac"] == pytest.approx(0.25)
+
+
+def test_hand_computed_sapo_penalized_norm_and_k3() -> None:
+    cfg = ObjectiveConfig(name="sapo", sapo_norm="penalized", sapo_kl="k3", w=2.0)
+    loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
+    k3 = 0.5 - 1 - math.log(0.5)  # r - 1 - log r
+    assert metrics["sapo_penalty"] == pytest.approx(k3)
+    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 2.0 * k3)
+
+
+def test_hand_computed_clip_cov_detaches_tied_tokens() -> None:
+    cfg = ObjectiveConfig(name="clip_cov", clip_cov_lb=0.1)
+    loss, metrics = get_objective("clip_cov")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
+    grpo = EXPECTED["grpo"]
+    assert float(loss) == pytest.approx((grpo[1] + grpo[2]) / 4)
+    assert metrics["cov_selected_frac"] == 0.5
+
+
+def test_hand_computed_opsm_drops_drifted_negative_response() -> None:
+    old = LOG_PROBS - torch.log(torch.tensor([[1.5, 0.5], [0.5, 0.5]], dtype=torch.float64))
+    loss, metrics = get_objective("opsm")(LOG_PROBS, old, ADV, MASK, config=ObjectiveConfig(name="opsm"))
+    assert float(loss) == pytest.approx((-1.2 - 0.5) / 4)
+    assert metrics["opsm_masked_seq_frac"] == 0.5
+
+
+def test_hand_computed_metrics() -> None:
+    _, m = get_objective("grpo")(LOG_PROBS, OLD, ADV, MASK)
+    assert m["ratio_min_all"] == pytest.approx(0.5)
+    assert m["ratio_mean_pos"] == pytest.approx(1.0)
+    assert m["ratio_mean_neg"] == pytest.approx(2.55)
+    assert m["low_ratio_frac_pos"] == pytest.approx(0.5)  # r = 0.5 <= tau = 0.8
+    assert m["clip_frac_upper"] == pytest.approx(0.25)  # A > 0, r = 1.5 > 1.2
+    assert m["clip_frac_lower"] == 0.0
+    # gradient is zero on the clipped positive token only
+    assert m["zero_grad_frac_all"] == pytest.approx(0.25)
+    assert m["zero_grad_frac_pos"] == pytest.approx(0.5)
+    k3 = [r - 1 - math.log(r) for row in RATIOS for r in row]
+    assert m["approx_kl"] == pytest.approx(sum(k3) / 4)
+    assert m["approx_kl_k1"] == pytest.approx(-sum(math.log(r) for row in RATIOS for r in row) / 4)
+
+
+def test_reference_kl_term_is_added() -> None:
+    ref = LOG_PROBS - 0.5
+    cfg = ObjectiveConfig(ref_kl_coef=0.1, ref_kl_estimator="k1")
+    loss, m = get_objective("grpo")(LOG_PROBS, OLD, ADV, MASK, ref_log_probs=ref, config=cfg)
+    assert m["ref_kl"] == pytest.approx(0.5)
+    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 0.05)
