@@ -1,0 +1,117 @@
+"""The tabular search task, batched: the same world and retriever, with abstract discrete actions.
+
+Actions (``n_relations + 2``): ``j < R`` searches relation ``j`` of the entity the agent currently
+believes in (the question's start entity at first); ``R`` answers that entity; ``R + 1`` answers a
+random entity (a guess). Any other integer is a malformed action: a wasted turn and the format
+penalty, never an exception.
+
+A search whose document comes back moves the belief along the relation; it advances the
+question's chain only when it was the chain's next relation and the belief was still on the path.
+The observation is one integer encoding what the agent knows: the turn, the question's number of
+hops, the hops done, the next relation of the chain (or "done") and whether the last search found
+its document. Reward: EM of the answered entity; the episode truncates at the action past
+``max_turns``. Rewards lie in [-format_penalty, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from testbed.envs.retriever import SimulatedRetriever
+from testbed.envs.tokens import TaskConfig
+from testbed.envs.world import World
+
+
+class TabularSearchBatch:
+    """B independent episodes of the tabular task, stepped together."""
+
+    def __init__(self, config: TaskConfig, batch_size: int, world: World | None = None) -> None:
+        self.config = config
+        self.world = world or World(config.world)
+        self.retriever = SimulatedRetriever(self.world, config.retriever)
+        self.batch_size = batch_size
+        wc = self.world.config
+        self.n_actions = wc.n_relations + 2
+        self.dims = (config.max_turns + 1, wc.max_hops, wc.max_hops + 1, wc.n_relations + 1, 2)
+        self.n_states = int(np.prod(self.dims))
+        b = batch_size
+        self.question = np.zeros(b, dtype=np.int64)
+        self.belief = np.zeros(b, dtype=np.int64)
+        self.hops_done = np.zeros(b, dtype=np.int64)
+        self.on_path = np.ones(b, dtype=bool)
+        self.found = np.zeros(b, dtype=np.int64)
+        self.turns = np.zeros(b, dtype=np.int64)
+        self.invalid = np.zeros(b, dtype=np.int64)
+        self.done = np.ones(b, dtype=bool)
+
+    def reset(self, questions: np.ndarray) -> np.ndarray:
+        questions = np.asarray(questions, dtype=np.int64)
+        if questions.shape != (self.batch_size,):
+            raise ValueError(f"questions: expected shape ({self.batch_size},), got {questions.shape}")
+        self.question[:] = questions
+        self.belief[:] = self.world.questions["start"][questions]
+        self.hops_done[:] = 0
+        self.on_path[:] = True
+        self.found[:] = 0
+        self.turns[:] = 0
+        self.invalid[:] = 0
+        self.done[:] = False
+        return self.observe()
+
+    def observe(self) -> np.ndarray:
+        """State index per environment."""
+        q = self.world.questions
+        hops = q["hops"][self.question]
+        nxt = np.where(
+            self.hops_done < hops,
+            q["chain"][self.question, np.minimum(self.hops_done, q["chain"].shape[1] - 1)],
+            self.world.config.n_relations,
+        )
+        idx = (np.minimum(self.turns, self.config.max_turns), hops - 1, self.hops_done, nxt, self.found)
+        return np.ravel_multi_index(idx, self.dims)
+
+    def step(
+        self, actions: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(observation, reward, terminated, truncated) per environment."""
+        n_r = self.world.config.n_relations
+        a = np.asarray(actions, dtype=np.int64)
+        live = ~self.done
+        search = live & (a >= 0) & (a < n_r)
+        answer = live & ((a == n_r) | (a == n_r + 1))
+        invalid = live & ~search & ~answer
+        turn_acts = search | invalid
+        over = turn_acts & (self.turns >= self.config.max_turns)
+        self.turns += turn_acts & ~over
+        self.invalid += invalid
+        self._search(search & ~over, a, rng)
+
+        guess = rng.integers(0, self.world.config.n_entities, self.batch_size)
+        said = np.where(a == n_r, self.belief, guess)
+        gold = self.world.questions["answer"][self.question]
+        reward = (answer & (said == gold)).astype(float)
+        truncated = over & ~answer
+        ended = answer | truncated
+        reward[ended] -= self.config.format_penalty * (self.invalid[ended] > 0)
+        self.done |= ended
+        return self.observe(), reward, answer, truncated
+
+    def _search(self, rows_mask: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> None:
+        rows = np.flatnonzero(rows_mask)
+        self.found[rows] = 0
+        if rows.size == 0:
+            return
+        vocab, world = self.world.vocab, self.world
+        rel = actions[rows]
+        queries = np.stack([vocab.entity(self.belief[rows]), vocab.relation(rel)], axis=1)
+        docs = self.retriever.retrieve(queries, rng)
+        hit = (docs == world.doc_id(self.belief[rows], rel)[:, None]).any(1)
+        q = world.questions
+        hops = q["hops"][self.question[rows]]
+        step = np.minimum(self.hops_done[rows], q["chain"].shape[1] - 1)
+        on_chain = (self.hops_done[rows] < hops) & (q["chain"][self.question[rows], step] == rel)
+        hit_rows = rows[hit]
+        self.on_path[hit_rows] &= on_chain[hit]
+        self.hops_done[hit_rows] += on_chain[hit] & self.on_path[hit_rows]
+        self.belief[hit_rows] = world.facts[self.belief[hit_rows], rel[hit]]
+        self.found[hit_rows] = 1
