@@ -137,7 +137,15 @@ def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
     return from_dict(type(cfg), data)
 
 
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_dict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return obj
+
+
 def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable short hash of a config's content: the key results are stored under."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    """Stable short hash of a config's content (a dataclass, or a dict of them): a storage key."""
+    text = json.dumps(_plain(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -107,12 +107,14 @@ class TokenSearchBatch:
         self.length[:] = [len(p) for p in prompts]
         return prompts
 
-    def step(self, tokens: np.ndarray, rng: np.random.Generator) -> TokenStep:
-        """Append one agent token per environment (ignored where the episode is over)."""
+    def step(
+        self, tokens: np.ndarray, rng: np.random.Generator, active: np.ndarray | None = None
+    ) -> TokenStep:
+        """Append one agent token per environment; ignored where the episode is over or not ``active``."""
         cfg, v = self.config, self.vocab
         b = self.batch_size
         tok = np.asarray(tokens, dtype=np.int64)
-        live = ~self.done
+        live = ~self.done if active is None else ~self.done & active
         self.length += live
         word = v.is_word(tok)
         free, in_search, in_answer = (
