@@ -18,10 +18,7 @@ from testbed.policies import Policy
 
 def _sample(logits: torch.Tensor, gen: torch.Generator, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     logp = torch.log_softmax(logits.float(), -1)
-    if greedy:
-        tok = logp.argmax(-1)
-    else:
-        tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
+    tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 

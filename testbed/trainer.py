@@ -37,11 +37,11 @@ OLD_LOG_PROBS = ("recompute", "rollout")
 class TrainerConfig:
     """The loop's knobs; the last group are the sources of drift between pi_theta and pi_old."""
 
-    n_updates: int = 40
+    n_updates: int = 60
     questions_per_batch: int = 16
     group_size: int = 8
     advantage: str = "grpo"
-    lr: float = 3e-3
+    lr: float = 5e-3
     max_grad_norm: float = 1.0
     entropy_coef: float = 0.0
     eval_every: int = 4
@@ -167,7 +167,7 @@ class Trainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tc.max_grad_norm)
                 self.opt.step()
                 self.optimizer_steps += 1
-                steps.append({**metrics, "entropy": float(ent), "grad_norm": float(grad_norm)})
+                steps.append({**metrics, "entropy": float(ent.detach()), "grad_norm": float(grad_norm)})
         row = mean_rows(steps)
         row["grad_norm_max"] = max(s["grad_norm"] for s in steps)
         row["adv_zero_frac"] = float((adv == 0).float().mean())

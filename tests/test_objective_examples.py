@@ -56,7 +56,8 @@ def test_hand_computed_token_mean(name: str) -> None:
 
 def test_hand_computed_sapo() -> None:
     # A >= 0 response only; its r = 0.5 token is <= tau: -log 0.5, normalised by its 2 tokens.
-    loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=ObjectiveConfig(name="sapo"))
+    cfg = ObjectiveConfig(name="sapo", w=1.0)
+    loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
     penalty = math.log(2.0) / 2
     assert metrics["sapo_penalty"] == pytest.approx(penalty)
     assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 1.0 * penalty)

@@ -133,7 +133,7 @@ def _grad(name: str, log_ratio: float, adv: float = 1.0, **cfg) -> float:
 
 def test_as_ratio_vanishes_grpo_gradient_vanishes_but_sapo_does_not() -> None:
     grpo = [abs(_grad("grpo", lr)) for lr in (-1.0, -5.0, -15.0)]
-    sapo = [abs(_grad("sapo", lr, w=1.0, tau=0.8)) for lr in (-1.0, -5.0, -15.0)]
+    sapo = [abs(_grad("sapo", lr, w=1.0, tau=0.8)) for lr in (-1.0, -5.0, -15.0)]  # w = 1 for clarity
     assert grpo[0] > grpo[1] > grpo[2] and grpo[2] < 1e-6
     # SAPO's gradient on the token is A r + w (one response, N = 1): bounded below by w.
     assert all(g >= 1.0 for g in sapo)

@@ -86,7 +86,7 @@ class ObjectiveConfig:
     gate_tau_neg: float = 1.05
     # SAPO, Search Agent Policy Optimization (arXiv 2603.10069) and its ablation knobs.
     tau: float = 0.8
-    w: float = 1.0
+    w: float = 0.1
     sapo_adv_condition: str = "nonneg"
     sapo_token_selection: str = "below_tau"
     sapo_kl: str = "k1"

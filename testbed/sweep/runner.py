@@ -1,0 +1,63 @@
+"""Run many configs through any ``concurrent.futures`` executor, resumably, with a progress bar."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from testbed.config import config_hash
+from testbed.sweep.store import ResultStore
+from testbed.trainer import RunConfig, train
+
+
+def default_cache_dir() -> Path:
+    """Where warm-started weights are cached: $SAPO_TESTBED_CACHE or ~/.cache/sapo-testbed."""
+    return Path(os.environ.get("SAPO_TESTBED_CACHE", Path.home() / ".cache" / "sapo-testbed"))
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def local_executor(max_workers: int | None = None) -> Executor:
+    """A process pool over the local cores: spawn context, one torch thread per worker."""
+    return ProcessPoolExecutor(
+        max_workers=max_workers or os.cpu_count() or 1,
+        mp_context=get_context("spawn"),
+        initializer=_one_thread,
+    )
+
+
+def run_configs(
+    configs: Sequence[RunConfig],
+    store: ResultStore,
+    executor: Executor | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Train every config not already in ``store``; save each as it finishes. Returns all keys."""
+    keys = [config_hash(c) for c in configs]
+    todo = [(k, c) for k, c in zip(keys, configs, strict=True) if not store.has(k)]
+    todo = list(dict(todo).items())  # a config listed twice runs once
+    cache_dir = cache_dir or default_cache_dir()
+    own = executor is None
+    executor = executor or local_executor(min(len(todo), os.cpu_count() or 1) or 1)
+    try:
+        futures = {executor.submit(train, c, cache_dir): k for k, c in todo}
+        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="runs", disable=not progress)
+        for fut in as_completed(futures):
+            rows, summary = fut.result()
+            store.write(futures[fut], rows, summary)
+            bar.update()
+        bar.close()
+    finally:
+        if own:
+            executor.shutdown()
+    return keys
