@@ -31,14 +31,26 @@ def main(argv: list[str] | None = None) -> None:
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     cmp_.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
+    swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
+    swp.add_argument("--grid", nargs="*", default=[], metavar="FIELD=V1,V2")
+    swp.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (overrides the file's)")
+    swp.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    swp.add_argument("--backend", choices=["local", "submitit", "ray"], default="local")
+    swp.add_argument("--workers", type=int, default=None, help="local processes or Ray CPUs")
+    swp.add_argument("--ray-address", default=None, help="'auto' or host:port; none starts Ray locally")
+    swp.add_argument("--submitit-cluster", default=None, help="slurm (default when available), local, debug")
+    swp.add_argument("--slurm", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. slurm_partition=cpu")
     one = sub.add_parser("train", help="one run; prints its summary")
     one.add_argument("--out", type=Path, default=Path("runs/train"))
     one.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
     try:
-        overrides = _overrides(args.set)
+        overrides = _overrides(getattr(args, "set", []))
         if args.command == "compare":
             _compare(args, overrides)
+        elif args.command == "sweep":
+            _sweep(args)
         else:
             _train(args, overrides)
     except ConfigError as err:
@@ -57,6 +69,41 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> None:
         executor.shutdown()
     print(table.to_markdown(index=False, floatfmt=".3f"))
     print(f"\nwrote {args.out}/results.csv, table.md, table.csv, compare.png")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from testbed.sweep import (
+        ResultStore,
+        SweepSpec,
+        load_spec,
+        make_executor,
+        run_configs,
+        spec_from_overrides,
+    )
+
+    spec = load_spec(args.spec) if args.spec else SweepSpec()
+    extra = spec_from_overrides(args.grid, spec.seeds)
+    seeds = range(args.seeds) if args.seeds is not None else spec.seeds
+    spec = dataclasses.replace(
+        spec, base={**spec.base, **extra.base}, grid={**spec.grid, **extra.grid}, seeds=tuple(seeds)
+    )
+    configs = spec.configs()  # every bad field fails here, before any work
+    executor = make_executor(
+        args.backend,
+        args.workers,
+        folder=args.out / "submitit",
+        cluster=args.submitit_cluster,
+        address=args.ray_address,
+        **_overrides(args.slurm),
+    )
+    try:
+        keys = run_configs(configs, ResultStore(args.out), executor)
+    finally:
+        executor.shutdown()
+    print(f"{len(keys)} runs in {args.out}/runs")
+    print(f"load them with: testbed.sweep.ResultStore({str(args.out)!r}).rows()")
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from testbed.config import config_hash
@@ -20,18 +21,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SAPO_TESTBED_CACHE", Path.home() / ".cache" / "sapo-testbed"))
 
 
-def _one_thread() -> None:
-    import torch
-
+def train_one(cfg: RunConfig, cache_dir: Path) -> tuple[list[dict], dict]:
+    """One run in a worker, whatever the executor: one torch thread, since runs fill the cores."""
     torch.set_num_threads(1)
+    return train(cfg, cache_dir)
 
 
 def local_executor(max_workers: int | None = None) -> Executor:
-    """A process pool over the local cores: spawn context, one torch thread per worker."""
+    """A process pool over the local cores (spawn context: no forked torch state)."""
     return ProcessPoolExecutor(
-        max_workers=max_workers or os.cpu_count() or 1,
-        mp_context=get_context("spawn"),
-        initializer=_one_thread,
+        max_workers=max_workers or os.cpu_count() or 1, mp_context=get_context("spawn")
     )
 
 
@@ -50,7 +49,12 @@ def run_configs(
     own = executor is None
     executor = executor or local_executor(min(len(todo), os.cpu_count() or 1) or 1)
     try:
-        futures = {executor.submit(train, c, cache_dir): k for k, c in todo}
+        args = [(c, cache_dir) for _, c in todo]
+        if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
+            submitted = executor.submit_many(train_one, args)
+        else:
+            submitted = [executor.submit(train_one, *a) for a in args]
+        futures = dict(zip(submitted, (k for k, _ in todo), strict=True))
         bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="runs", disable=not progress)
         for fut in as_completed(futures):
             rows, summary = fut.result()

@@ -1,0 +1,111 @@
+"""Executors behind one seam, the ``concurrent.futures.Executor`` interface.
+
+``local`` (default): a process pool over the local cores. ``submitit``: SLURM job arrays (or
+submitit's local/debug executors, which need no cluster). ``ray``: a Ray cluster at an address
+(``auto`` for the one this node belongs to) or a local instance. The last two are optional
+extras: ``pip install -c constraints.txt -e ".[cluster]"``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any
+
+from testbed.sweep.runner import local_executor
+
+BACKENDS = ("local", "submitit", "ray")
+
+
+class SubmititExecutor(Executor):
+    """submitit jobs as futures; ``submit_many`` submits one SLURM job array."""
+
+    def __init__(
+        self, folder: Path | str, cluster: str | None = None, poll_s: float = 0.5, **params: Any
+    ) -> None:
+        import submitit
+
+        self._ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        if params:
+            self._ex.update_parameters(**params)
+        self._poll_s = poll_s
+        self._pending: list[tuple[Any, Future]] = []
+        self._lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        return self._track([self._ex.submit(fn, *args, **kwargs)])[0]
+
+    def submit_many(self, fn: Callable, args: Sequence[tuple]) -> list[Future]:
+        with self._ex.batch():  # one job array
+            jobs = [self._ex.submit(fn, *a) for a in args]
+        return self._track(jobs)
+
+    def _track(self, jobs: list[Any]) -> list[Future]:
+        futures = [Future() for _ in jobs]
+        with self._lock:
+            self._pending.extend(zip(jobs, futures, strict=True))
+            if self._poller is None or not self._poller.is_alive():
+                self._poller = threading.Thread(target=self._poll, daemon=True)
+                self._poller.start()
+        return futures
+
+    def _poll(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                done = [(j, f) for j, f in self._pending if j.done()]
+                self._pending = [(j, f) for j, f in self._pending if not j.done()]
+            for job, fut in done:
+                try:
+                    fut.set_result(job.result())
+                except Exception as err:  # the job's own error, re-raised where the future is read
+                    fut.set_exception(err)
+            time.sleep(self._poll_s)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        while wait and self._poller is not None and self._poller.is_alive():
+            time.sleep(self._poll_s)
+
+
+class RayExecutor(Executor):
+    """Ray tasks (one CPU each) as futures."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        self._remotes: dict[Callable, Any] = {}
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        remote = self._remotes.setdefault(fn, self._ray.remote(num_cpus=1)(fn))
+        return remote.remote(*args, **kwargs).future()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(
+    backend: str = "local",
+    workers: int | None = None,
+    folder: Path | str = "runs/submitit",
+    cluster: str | None = None,
+    address: str | None = None,
+    **params: Any,
+) -> Executor:
+    """The executor for ``backend``; ``params`` go to submitit's ``update_parameters``."""
+    if backend == "local":
+        return local_executor(workers)
+    if backend == "submitit":
+        return SubmititExecutor(folder, cluster=cluster, **params)
+    if backend == "ray":
+        return RayExecutor(address=address, num_cpus=workers)
+    raise ValueError(f"backend={backend!r}: must be one of {list(BACKENDS)}")
