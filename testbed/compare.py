@@ -60,10 +60,11 @@ def summary_table(summaries: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis("objective").reset_index()
 
 
-def plot(rows: pd.DataFrame, path: Path) -> None:
-    long = rows.melt(id_vars=["update", "objective.name", "seed"], value_vars=list(PANELS), var_name="metric")
+def plot(rows: pd.DataFrame, path: Path, panels: Mapping[str, str] = PANELS) -> None:
+    """Metrics over updates, one panel each, hue = objective, mean and 95% CI across seeds (PNG and PDF)."""
+    long = rows.melt(id_vars=["update", "objective.name", "seed"], value_vars=list(panels), var_name="metric")
     long = long.dropna(subset=["value"])
-    long["metric"] = long["metric"].map(PANELS)
+    long["metric"] = long["metric"].map(panels)
     grid = sns.relplot(
         data=long,
         x="update",
