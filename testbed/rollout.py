@@ -41,8 +41,8 @@ def rollout(
 def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, gen, greedy) -> Batch:
     b = len(questions)
     prompts = core.reset(questions)
-    cap = core.config.max_len + core.config.info_len
-    qcap = max(core.config.info_len, *(len(p) for p in prompts))
+    cap = core.capacity
+    qcap = max(core.info_len, *(len(p) for p in prompts))
     queue = np.zeros((b, qcap), dtype=np.int64)
     for i, p in enumerate(prompts):
         queue[i, : len(p)] = p

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +79,7 @@ class RunConfig:
     seed: int = 0
 
 
-def make_core(cfg: RunConfig, batch_size: int, world: World) -> TokenSearchBatch | TabularSearchBatch:
+def make_core(cfg: RunConfig, batch_size: int, *, world: World) -> TokenSearchBatch | TabularSearchBatch:
     core_type = TabularSearchBatch if cfg.policy.kind == "tabular" else TokenSearchBatch
     return core_type(cfg.task, batch_size, world)
 
@@ -94,19 +95,35 @@ class RunResult:
 class Trainer:
     """Holds the policy, optimizer, environments and generators of one run."""
 
-    def __init__(self, cfg: RunConfig, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        cache_dir: Path | None = None,
+        policy: Policy | None = None,
+        make_batch: Callable[[int], TokenSearchBatch | TabularSearchBatch] | None = None,
+        splits: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Build everything from ``cfg``, or run ``cfg``'s loop on given parts: a ``policy``, a
+        factory of environment batches ``make_batch(n)`` and the (train, held-out) question ids."""
         self.cfg = cfg
         tc = cfg.trainer
         torch.manual_seed(cfg.seed)
-        self.world = World(cfg.task.world)
-        self.core = make_core(cfg, tc.questions_per_batch * tc.group_size, self.world)
-        self.policy = build_policy(cfg.policy, self.core)
-        if cfg.warm_start.steps:
-            key = {"task": cfg.task, "policy": cfg.policy}
-            warm_start(self.policy, self.core, cfg.warm_start, key, cfg.seed, cache_dir)
+        if policy is None:
+            world = World(cfg.task.world)
+            make_batch = functools.partial(make_core, cfg, world=world)
+            splits = (world.train, world.held_out)
+            policy = build_policy(cfg.policy, make_batch(1))
+            if cfg.warm_start.steps:
+                key = {"task": cfg.task, "policy": cfg.policy}
+                warm_start(policy, make_batch(1), cfg.warm_start, key, cfg.seed, cache_dir)
+        elif make_batch is None or splits is None:
+            raise ValueError("make_batch and splits: both are needed with a given policy")
+        self.policy, self.make_batch = policy, make_batch
+        self.train_ids, self.held_out_ids = splits
+        self.core = make_batch(tc.questions_per_batch * tc.group_size)
         self.reference = copy.deepcopy(self.policy) if cfg.objective.ref_kl_coef > 0 else None
         self.objective = get_objective(cfg.objective.name)
-        self.opt = torch.optim.Adam(self.policy.parameters(), lr=tc.lr)
+        self.opt = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=tc.lr)
         self.rng = np.random.default_rng(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.eval_rng = np.random.default_rng(cfg.seed + 1)
@@ -126,7 +143,7 @@ class Trainer:
 
     def collect(self) -> Batch:
         tc = self.cfg.trainer
-        questions = np.repeat(self.rng.choice(self.world.train, tc.questions_per_batch), tc.group_size)
+        questions = np.repeat(self.rng.choice(self.train_ids, tc.questions_per_batch), tc.group_size)
         groups = np.repeat(np.arange(tc.questions_per_batch), tc.group_size)
         return rollout(self._behaviour_policy(), self.core, questions, groups, self.rng, self.gen)
 
@@ -176,12 +193,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out EM, greedy (one episode per question) and sampled (eval_samples each)."""
-        held = self.world.held_out
         n = self.cfg.trainer.eval_samples
         out = {}
         for name, reps, greedy in (("greedy", 1, True), ("sampled", n, False)):
-            qs = np.repeat(held, reps)
-            core = make_core(self.cfg, len(qs), self.world)
+            qs = np.repeat(self.held_out_ids, reps)
+            core = self.make_batch(len(qs))
             b = rollout(
                 self.policy, core, qs, np.arange(len(qs)), self.eval_rng, self.eval_gen, greedy=greedy
             )
@@ -190,6 +206,7 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, on_row: Callable[[dict], None] | None = None) -> RunResult:
+        """Evaluate the start, then ``n_updates`` updates; ``on_row`` sees each row as it is made."""
         tc = self.cfg.trainer
         start = time.perf_counter()
         rows = [{"update": 0, "optimizer_steps": 0, **self.evaluate(), "wall_time": 0.0}]
@@ -228,9 +245,11 @@ def flat_config(cfg: RunConfig) -> dict[str, object]:
     return out
 
 
-def train(cfg: RunConfig, cache_dir: Path | None = None) -> tuple[list[dict], dict]:
-    """Run one config; returns its tidy rows (config columns included) and a summary record."""
-    result = Trainer(cfg, cache_dir).run()
+def train(
+    cfg: RunConfig, cache_dir: Path | None = None, trainer: Trainer | None = None
+) -> tuple[list[dict], dict]:
+    """Run one config (or a prepared ``trainer`` for it); returns tidy rows and a summary record."""
+    result = (trainer or Trainer(cfg, cache_dir)).run()
     key = config_hash(cfg)
     columns = {"run": key, **flat_config(cfg)}
     rows = [{**columns, **r} for r in result.rows]

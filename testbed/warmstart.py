@@ -55,7 +55,7 @@ def _token_demos(core: TokenSearchBatch, questions, error_rate, rng) -> Batch:
     prompts = core.reset(questions)
     oracle = TokenOracle(core, error_rate)
     oracle.reset()
-    cap = core.config.max_len + core.config.info_len
+    cap = core.capacity
     tokens = np.full((b, cap), core.vocab.pad, dtype=np.int64)
     mask = np.zeros((b, cap), dtype=np.float32)
     length = np.zeros(b, dtype=np.int64)

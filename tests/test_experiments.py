@@ -27,7 +27,9 @@ def test_paper_figures_pipeline_at_smoke_size(tmp_path: Path) -> None:
     """Runs every experiment (smoke size) and the compare job, then draws every figure."""
     out = tmp_path / "figs"
     cmd = [sys.executable, str(ROOT / "paper_figures" / "make_figures.py"), "--smoke"]
-    subprocess.run([*cmd, "--root", str(tmp_path / "runs"), "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [*cmd, "--root", str(tmp_path / "runs"), "--out", str(out)], check=True, capture_output=True
+    )
     for name in ("isdd_anatomy", "sapo_ablation", "drift_phase", "family", "policy_scale"):
         assert (out / f"{name}.png").stat().st_size > 10_000
         assert (out / f"{name}.pdf").exists()

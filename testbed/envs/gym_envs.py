@@ -53,7 +53,7 @@ class TokenSearchEnv(_SearchEnv):
         self.core = TokenSearchBatch(self.config, 1)
         self.render_mode = render_mode
         v = self.core.vocab.size
-        self.capacity = self.config.max_len + self.config.info_len
+        self.capacity = self.core.capacity
         self.action_space = spaces.Discrete(v)
         self.observation_space = spaces.Dict(
             {

@@ -76,18 +76,30 @@ class TokenSearchBatch:
         self.world = world or World(config.world)
         self.vocab = self.world.vocab
         self.retriever = SimulatedRetriever(self.world, config.retriever)
-        self.batch_size = batch_size
-        b = batch_size
+        self.info_len = config.info_len
+        self._alloc(batch_size)
+
+    @property
+    def capacity(self) -> int:
+        """Longest context an episode can reach: max_len plus one last observation."""
+        return self.config.max_len + self.info_len
+
+    def _alloc(self, batch_size: int) -> None:
+        cfg = self.config
+        self.batch_size = b = batch_size
         self.question = np.zeros(b, dtype=np.int64)
         self.phase = np.zeros(b, dtype=np.int8)
-        self.seg = np.full((b, max(config.max_query_len, config.max_answer_len) + 1), -1, dtype=np.int64)
+        self.seg = np.full((b, max(cfg.max_query_len, cfg.max_answer_len) + 1), -1, dtype=np.int64)
         self.seg_len = np.zeros(b, dtype=np.int64)
         self.turns = np.zeros(b, dtype=np.int64)
         self.searches = np.zeros(b, dtype=np.int64)
         self.invalid = np.zeros(b, dtype=np.int64)
         self.length = np.zeros(b, dtype=np.int64)
         self.done = np.ones(b, dtype=bool)
-        self.last_docs = np.full((b, config.retriever.top_k), -1, dtype=np.int64)
+        self.last_docs = np.full((b, cfg.retriever.top_k), -1, dtype=np.int64)
+
+    def prompt_tokens(self, question: int) -> list[int]:
+        return self.world.question_tokens(question)
 
     def reset(self, questions: np.ndarray) -> list[list[int]]:
         """Start one episode per environment on the given question ids; returns the prompts."""
@@ -103,7 +115,7 @@ class TokenSearchBatch:
         self.invalid[:] = 0
         self.done[:] = False
         self.last_docs[:] = -1
-        prompts = [self.world.question_tokens(int(q)) for q in questions]
+        prompts = [self.prompt_tokens(int(q)) for q in questions]
         self.length[:] = [len(p) for p in prompts]
         return prompts
 
@@ -145,7 +157,7 @@ class TokenSearchBatch:
         self.seg_len[opened] = 0
         self.seg[opened] = -1
 
-        obs = np.full((b, cfg.info_len), v.pad, dtype=np.int64)
+        obs = np.full((b, self.info_len), v.pad, dtype=np.int64)
         obs_len = np.zeros(b, dtype=np.int64)
         acts = close_search | invalid
         over_turns = acts & (self.turns >= cfg.max_turns)
@@ -192,7 +204,7 @@ class TokenSearchBatch:
         obs[rows, 0] = v.info_open
         obs[rows, 1 : 1 + words.shape[1]] = words
         obs[rows, -1] = v.info_close
-        obs_len[rows] = self.config.info_len
+        obs_len[rows] = self.info_len
 
     def _score(self, rows_mask: np.ndarray) -> np.ndarray:
         """EM or F1 of the closed answers against the single-word gold answers."""

@@ -35,8 +35,7 @@ def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch)
     """A freshly initialised policy for the task ``core`` (the grain follows ``cfg.kind``)."""
     if cfg.kind == "tabular":
         return TabularPolicy(core.n_states, core.n_actions)
-    capacity = core.config.max_len + core.config.info_len
-    return TransformerPolicy(core.vocab.size, capacity, cfg.n_layers, cfg.d_model, cfg.n_heads)
+    return TransformerPolicy(core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads)
 
 
 __all__ = ["POLICY_KINDS", "Policy", "PolicyConfig", "TabularPolicy", "TransformerPolicy", "build_policy"]

@@ -1,0 +1,232 @@
+"""The scale-up adapter on CPU, offline: text task with BM25, HF policy in our trainer, TRL, verl."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("trl")
+
+from testbed.config import with_overrides
+from testbed.envs import World, WorldConfig
+from testbed.envs.bm25 import BM25Retriever
+from testbed.integrations.hf_train import hf_trainer
+from testbed.integrations.text_task import TextQA, TextSearchBatch, em_f1, normalize_answer
+from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
+from testbed.objectives import ObjectiveConfig, get_objective
+from testbed.trainer import RunConfig
+
+SMALL = {
+    "trainer.n_updates": "1",
+    "trainer.questions_per_batch": "2",
+    "trainer.group_size": "4",
+    "trainer.minibatches": "2",
+    "trainer.eval_every": "1",
+    "trainer.eval_samples": "1",
+    "objective.name": "sapo",
+}
+
+
+@pytest.fixture(scope="module")
+def qa() -> TextQA:
+    return TextQA.from_world(World(WorldConfig()))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(qa):
+    from testbed.integrations.text_task import corpus_words
+
+    return train_tokenizer(corpus_words(qa))
+
+
+def test_answer_normalisation_and_scores() -> None:
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert em_f1("the e7", "e7") == (1.0, 1.0)
+    em, f1 = em_f1("e7 e8", "e7")
+    assert em == 0.0 and f1 == pytest.approx(2 / 3)
+
+
+def test_bm25_plugs_into_the_simulated_retriever_protocol() -> None:
+    world = World(WorldConfig())
+    bm25 = BM25Retriever(
+        [world.doc_text(d) for d in range(len(world.docs))], top_k=3, decode=world.vocab.decode
+    )
+    v = world.vocab
+    queries = np.array([[v.entity(5), v.relation(2)], [v.entity(0), v.relation(1)]])
+    docs = bm25.retrieve(queries, np.random.default_rng(0))
+    assert docs.shape == (2, 3)
+    assert world.doc_id(5, 2) in docs[0] and world.doc_id(0, 1) in docs[1]
+
+
+def test_text_task_scores_a_scripted_correct_episode(qa, tokenizer) -> None:
+    from testbed.envs import TaskConfig
+    from testbed.integrations.text_task import text_task_config
+
+    core = TextSearchBatch(text_task_config(TaskConfig()), 1, tokenizer, qa)
+    world = World(WorldConfig())
+    q = 0
+    core.reset(np.array([q]))
+    e = int(world.questions["start"][q])
+    rng = np.random.default_rng(0)
+
+    def write(text: str):
+        out = None
+        for tok in tokenizer(text, add_special_tokens=False)["input_ids"]:
+            out = core.step(np.array([tok]), rng)
+        return out
+
+    for r in world.questions["chain"][q, : world.questions["hops"][q]]:
+        out = write(f"<search> e{e} r{r} </search>")
+        info = tokenizer.decode(out.obs[0, : out.obs_len[0]].tolist())
+        assert info.startswith("<information>") and f"e{e} r{r} e{world.facts[e, r]}" in info
+        e = int(world.facts[e, r])
+    out = write(f"question ? <answer> e{e} </answer>")  # free words: thinking
+    assert out.terminated[0] and out.reward[0] == 1.0
+    core.reset(np.array([q]))
+    assert write("</answer>").obs_len[0] == 3  # malformed: corrective observation, no crash
+
+
+def test_hf_policy_trains_in_our_trainer(qa, tokenizer) -> None:
+    cfg = with_overrides(RunConfig(), SMALL)
+    trainer = hf_trainer(cfg, qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer)
+    batch = trainer.collect()
+    assert batch.mask.sum() > 0
+    close, open_, end = (
+        tokenizer.convert_tokens_to_ids(t) for t in ("</search>", "<information>", "</information>")
+    )
+    for toks, mask in zip(batch.tokens.tolist(), batch.mask.tolist(), strict=True):
+        for t in range(len(toks) - 1):
+            if mask[t] == 1 and toks[t] == close and toks[t + 1] == open_:  # a search the env answered
+                stop = toks.index(end, t + 1)
+                assert all(m == 0 for m in mask[t + 1 : stop + 1])  # retrieved tokens never in the loss
+    assert (batch.mask[:, 0] == 0).all()
+    with torch.no_grad():
+        recomputed, _ = trainer.policy.score(batch)
+    assert torch.allclose(recomputed, batch.behaviour_log_probs, atol=1e-4)  # cached sampling == full pass
+    batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    row = trainer.update(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True))
+    assert {"ratio_p05_pos", "sapo_penalty", "zero_grad_frac_all"} <= set(row)
+
+
+def _trl_trainer(tokenizer, tmp_path, **kwargs):
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from testbed.integrations.trl import TestbedGRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        num_iterations=2,
+        learning_rate=1e-2,
+        gradient_checkpointing=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        **kwargs,
+    )
+    data = Dataset.from_dict({"prompt": ["question : r0 of r1 of e3 ?", "question : r2 of r0 of e5 ?"] * 4})
+
+    def reward(completions, **_):
+        return [float(len(c.split()) % 3) for c in completions]  # varies within groups: non-zero advantages
+
+    return TestbedGRPOTrainer(
+        model=tiny_qwen2(len(tokenizer)),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        objective="testbed_sapo",
+    )
+
+
+def test_trl_subclass_trains_with_our_objective(tokenizer, tmp_path) -> None:
+    trainer = _trl_trainer(tokenizer, tmp_path)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert "testbed/sapo_penalty" in logged and "testbed/ratio_p05_pos" in logged
+
+    # the override's loss is our function on the same tensors
+    ids = tokenizer(["question : r0 of r1 of e3 ? <search> e3 r1 </search>"], return_tensors="pt")[
+        "input_ids"
+    ]
+    prompt, completion = ids[:, :8].repeat(2, 1), ids[:, 8:].repeat(2, 1)
+    inputs = {
+        "prompt_ids": prompt,
+        "prompt_mask": torch.ones_like(prompt),
+        "completion_ids": completion,
+        "completion_mask": torch.ones_like(completion),
+        "advantages": torch.tensor([1.0, -1.0]),
+        "old_per_token_logps": torch.full(completion.shape, -3.0),
+    }
+    trainer.model.train()
+    loss = trainer._compute_loss(trainer.model, inputs)
+    logps = trainer._get_per_token_logps_and_entropies(
+        trainer.model, torch.cat([prompt, completion], 1), torch.ones(2, ids.shape[1]), completion.shape[1]
+    )[0]
+    expected, _ = get_objective("sapo")(
+        logps,
+        inputs["old_per_token_logps"],
+        inputs["advantages"],
+        torch.ones(completion.shape),
+        None,
+        ObjectiveConfig(name="sapo"),
+    )
+    assert float(loss) == pytest.approx(
+        float(expected) / trainer.current_gradient_accumulation_steps, rel=1e-5
+    )
+
+
+def test_trl_subclass_refuses_liger_and_unprefixed_names(tokenizer, tmp_path) -> None:
+    from testbed.integrations.trl import registry_name
+
+    with pytest.raises(ValueError, match="use_liger_kernel"):
+        _trl_trainer(tokenizer, tmp_path, use_liger_kernel=True)
+    with pytest.raises(ValueError, match="testbed_sapo"):
+        registry_name("sapo")
+
+
+def test_verl_plugin_signature_and_names() -> None:
+    from testbed.integrations.verl import policy_losses
+
+    losses = policy_losses()
+    assert "testbed_sapo" in losses and "sapo" not in losses
+    lp = torch.randn(3, 5) - 2
+    old = lp + 0.3 * torch.randn(3, 5)
+    adv = torch.tensor([[1.0] * 5, [-1.0] * 5, [0.5] * 5])
+    mask = torch.ones(3, 5)
+    mask[2, 3:] = 0
+    verl_cfg = {
+        "clip_ratio_low": 0.2,
+        "clip_ratio_high": 0.28,
+        "policy_loss": {"testbed": {"tau": 0.7, "w": 0.5}},
+    }
+    loss, metrics = losses["testbed_sapo"](
+        old, lp, adv, mask, loss_agg_mode="seq-mean-token-mean", config=verl_cfg
+    )
+    ours, _ = get_objective("sapo")(
+        lp,
+        old,
+        adv,
+        mask,
+        None,
+        ObjectiveConfig(name="sapo", eps_high=0.28, tau=0.7, w=0.5, loss_agg_mode="seq-mean-token-mean"),
+    )
+    assert torch.equal(loss, ours)
+    assert "actor/testbed_sapo_penalty" in metrics
+    with pytest.raises(ValueError, match="rollout_is_weights"):
+        losses["testbed_grpo"](old, lp, adv, mask, rollout_is_weights=torch.ones(3, 5))
+    with pytest.raises(ValueError, match="unknown fields"):
+        losses["testbed_grpo"](old, lp, adv, mask, config={"policy_loss": {"testbed": {"tua": 1}}})
