@@ -17,9 +17,19 @@ from testbed.policies import Policy
 
 
 def _sample(logits: torch.Tensor, gen: torch.Generator, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens and their log-probs (on the CPU), sampled where the logits live."""
     logp = torch.log_softmax(logits.float(), -1)
     tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
-    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
+
+
+def _generator_for(policy: Policy, gen: torch.Generator) -> torch.Generator:
+    """``gen`` itself on the CPU; on an accelerator, a generator there seeded from ``gen``."""
+    device = getattr(policy, "device", torch.device("cpu"))
+    if torch.device(device).type == "cpu":
+        return gen
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 @torch.no_grad()
@@ -54,6 +64,7 @@ def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, g
     blp = torch.zeros(b, cap)
     rewards = np.zeros(b)
     state = policy.start(b)
+    sample_gen = _generator_for(policy, gen)
     rows = np.arange(b)
     end = cap
     for pos in range(1, cap):
@@ -61,7 +72,7 @@ def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, g
         if core.done.all() and not forced.any():
             end = pos
             break
-        sampled, logp = _sample(policy.next_logits(tokens[:, pos - 1], state), gen, greedy)
+        sampled, logp = _sample(policy.next_logits(tokens[:, pos - 1], state), sample_gen, greedy)
         writes = ~forced & ~core.done
         queued = queue[rows, np.minimum(q_pos, qcap - 1)]
         tok = np.where(forced, queued, np.where(writes, sampled.numpy(), core.vocab.pad))

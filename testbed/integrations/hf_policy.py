@@ -1,7 +1,7 @@
 """A Hugging Face causal LM behind the project's Policy interface (CPU or CUDA, bf16 on GPU).
 
-Sampling feeds one token per step through the model's KV cache; ``score`` runs the whole
-sequence. Log-probs come back on the CPU (differentiably), where the rollout samples and the
+Sampling feeds one token per step through the model's KV cache and samples on the model's device;
+``score`` runs the whole sequence. Log-probs come back on the CPU (differentiably), where the
 objectives run on [B, T] tensors; the model's own work stays on its device.
 """
 
@@ -39,7 +39,7 @@ class HFPolicy(nn.Module):
             input_ids=inputs[:, None].to(self.device), past_key_values=state["past"], use_cache=True
         )
         state["past"] = out.past_key_values
-        return out.logits[:, -1].float().cpu()
+        return out.logits[:, -1]  # sampled on the model's device: a full vocabulary is large
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = batch.tokens.to(self.device)
