@@ -230,3 +230,28 @@ def test_verl_plugin_signature_and_names() -> None:
         losses["testbed_grpo"](old, lp, adv, mask, rollout_is_weights=torch.ones(3, 5))
     with pytest.raises(ValueError, match="unknown fields"):
         losses["testbed_grpo"](old, lp, adv, mask, config={"policy_loss": {"testbed": {"tua": 1}}})
+
+
+def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
+    """With a stand-in for verl's core_algos, importing the plugin registers every objective."""
+    import importlib
+    import sys
+    import types
+
+    registry: dict = {}
+
+    def register_policy_loss(name):
+        def deco(fn):
+            registry[name] = fn
+            return fn
+
+        return deco
+
+    for mod in ("verl", "verl.trainer", "verl.trainer.ppo"):
+        monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
+    core = types.ModuleType("verl.trainer.ppo.core_algos")
+    core.register_policy_loss = register_policy_loss
+    monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
+    monkeypatch.delitem(sys.modules, "testbed.integrations.verl_plugin", raising=False)
+    plugin = importlib.import_module("testbed.integrations.verl_plugin")
+    assert set(plugin.REGISTERED) == set(registry) and "testbed_sapo" in registry

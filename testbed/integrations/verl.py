@@ -8,9 +8,10 @@ is Qwen's soft adaptive method; ours is ``testbed_sapo``). verl's ``clip_ratio_l
 ``clip_ratio_high`` / ``clip_ratio_c`` map to eps_low / eps_high / dual_clip_c; any other field
 of ``ObjectiveConfig`` is read from ``policy_loss.testbed`` (a dict) when present.
 
-The decorator must run inside verl's Ray workers: import this module there (e.g. through
-``actor_rollout_ref.actor.policy_loss`` config or a worker ``env``/``runtime_env`` import hook).
-This module imports without verl; ``policy_losses()`` gives the functions for tests and reuse.
+The registration must run inside verl's Ray workers: set
+``actor_rollout_ref.model.external_lib=testbed.integrations.verl_plugin`` (the workers import it
+when they build the model, and importing it calls ``register()``). This module imports without
+verl; ``policy_losses()`` gives the functions for tests and reuse.
 """
 
 from __future__ import annotations

@@ -1,0 +1,7 @@
+"""Import this module to register every objective as ``testbed_<name>`` in verl's policy-loss
+registry. verl's workers import ``actor_rollout_ref.model.external_lib`` when they build the model,
+so pointing that option here makes the registration happen inside each Ray worker."""
+
+from testbed.integrations.verl import register
+
+REGISTERED = register()
