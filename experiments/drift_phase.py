@@ -35,15 +35,14 @@ EXPERIMENT = Experiment(
     },
 )
 
+COLUMNS = [
+    "part",
+    "objective.name",
+    "trainer.lr",
+    "trainer.minibatches",
+    "trainer.mismatch_std",
+    "trainer.staleness",
+]
+
 if __name__ == "__main__":
-    experiment_main(
-        EXPERIMENT,
-        [
-            "part",
-            "objective.name",
-            "trainer.lr",
-            "trainer.minibatches",
-            "trainer.mismatch_std",
-            "trainer.staleness",
-        ],
-    )
+    experiment_main(EXPERIMENT, COLUMNS)

@@ -42,11 +42,12 @@ ANATOMY = {
 }
 
 
-def load_experiment(name: str):
+def load_experiment_module(name: str):
+    """An experiment script as a module (the scripts folder is not a package)."""
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.EXPERIMENT
+    return module
 
 
 def summary_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -153,17 +154,7 @@ def drift_phase(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
     axes[2].tick_params(axis="x", rotation=30)
     save(fig, out, "drift_phase")
     lines += ["## Drift sources (`experiments/drift_phase.py`)", "", "![](drift_phase.png)", ""]
-    table = summary_table(
-        df,
-        [
-            "part",
-            "objective.name",
-            "trainer.lr",
-            "trainer.minibatches",
-            "trainer.mismatch_std",
-            "trainer.staleness",
-        ],
-    )
+    table = summary_table(df, load_experiment_module("drift_phase").COLUMNS)
     lines += [table.to_markdown(index=False), ""]
     for (part, lr, mb, mm, st), g in df.groupby(
         ["part", "trainer.lr", "trainer.minibatches", "trainer.mismatch_std", "trainer.staleness"]
@@ -228,7 +219,11 @@ def main() -> None:
         ("policy_scale", policy_scale),
     ):
         df = run_experiment(
-            load_experiment(name), args.root, args.smoke, workers=args.workers, progress=not args.smoke
+            load_experiment_module(name).EXPERIMENT,
+            args.root,
+            args.smoke,
+            workers=args.workers,
+            progress=not args.smoke,
         )
         draw(df, args.out, lines)
         print(f"{name}: {len(df)} runs in {store_for(name, args.root, args.smoke).root}")

@@ -163,7 +163,10 @@ class TokenSearchBatch:
         over_turns = acts & (self.turns >= cfg.max_turns)
         acts &= ~over_turns
         self.turns += acts
-        self._retrieve(close_search & acts, obs, obs_len, rng)
+        searched = np.flatnonzero(close_search & acts)
+        self.searches[searched] += 1
+        if searched.size:
+            self._retrieve(searched, obs, obs_len, rng)
         bad = invalid & acts
         obs[bad, :3] = (v.info_open, v.invalid, v.info_close)
         obs_len[bad] = 3
@@ -181,12 +184,9 @@ class TokenSearchBatch:
         return TokenStep(obs, obs_len, reward, close_answer, truncated)
 
     def _retrieve(
-        self, rows_mask: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
+        self, rows: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
     ) -> None:
-        rows = np.flatnonzero(rows_mask)
-        self.searches[rows] += 1
-        if rows.size == 0:
-            return
+        """Write the retrieval observation of each searching row into ``obs``/``obs_len``."""
         v, k = self.vocab, self.config.retriever.top_k
         queries = self.seg[rows, : self.config.max_query_len]
         docs = self.retriever.retrieve(queries, rng)

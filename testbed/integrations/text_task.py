@@ -129,12 +129,8 @@ class TextSearchBatch(TokenSearchBatch):
         return [self.tokenizer.decode(self.seg[r, : min(self.seg_len[r], cap)].tolist()) for r in rows]
 
     def _retrieve(
-        self, rows_mask: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
+        self, rows: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
     ) -> None:
-        rows = np.flatnonzero(rows_mask)
-        self.searches[rows] += 1
-        if rows.size == 0:
-            return
         docs = self.retriever.search(self._decode_segments(rows, self.config.max_query_len))
         self.last_docs[rows, : docs.shape[1]] = docs
         v = self.vocab
