@@ -127,7 +127,7 @@ def sapo_ablation(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
 def drift_phase(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
     grid = df[df["part"] == "lr_x_steps"]
     means = grid.groupby(["objective.name", "trainer.lr", "trainer.minibatches"])["final_em"].mean().unstack()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"wspace": 0.45})
     if {"grpo", "sapo"} <= set(means.index.get_level_values(0)):
         g, s = means.loc["grpo"], means.loc["sapo"]
         sns.heatmap(g, annot=True, fmt=".2f", cmap="viridis", ax=axes[0], vmin=0)
