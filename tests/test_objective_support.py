@@ -161,3 +161,11 @@ def test_kl_estimators() -> None:
     assert torch.isfinite(kl_estimate(torch.tensor([0.0]), torch.tensor([-500.0]), "k3")).all()
     with pytest.raises(ValueError, match="k9"):
         kl_estimate(p, q, "k9")
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "drgrpo", "rloo"])
+def test_constant_groups_give_exactly_zero_not_rounding_noise(estimator: str) -> None:
+    """0.7 six times has a float mean != 0.7: without the guard, noise / eps would leak through."""
+    r = torch.tensor([0.7] * 6 + [0.1] * 3, dtype=torch.float64)
+    g = torch.tensor([0] * 6 + [1] * 3)
+    assert group_advantages(r, g, estimator).tolist() == [0.0] * 9
