@@ -255,3 +255,28 @@ def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "testbed.integrations.verl_plugin", raising=False)
     plugin = importlib.import_module("testbed.integrations.verl_plugin")
     assert set(plugin.REGISTERED) == set(registry) and "testbed_sapo" in registry
+
+
+def test_bm25_from_jsonl_and_bad_records(tmp_path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "paris is the capital of france"}\n\n{"id": "b", "text": "berlin is in germany"}\n'
+    )
+    bm25 = BM25Retriever.from_jsonl(path, top_k=1)
+    assert bm25.search(["capital of france"]).tolist() == [[0]]
+    path.write_text('{"id": "a", "body": "no text field"}\n')
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:1: a corpus record needs a 'text' field"):
+        BM25Retriever.from_jsonl(path)
+
+
+def test_lora_policy_trains_only_adapters(qa, tokenizer) -> None:
+    pytest.importorskip("peft")
+    cfg = with_overrides(RunConfig(), SMALL)
+    trainer = hf_trainer(cfg, qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer, lora=True)
+    batch = trainer.collect()
+    batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
+    named = dict(trainer.policy.named_parameters())
+    before = {k: p.detach().clone() for k, p in named.items()}
+    trainer.update(batch)
+    changed = {k for k, p in named.items() if not torch.equal(before[k], p)}
+    assert changed and all("lora" in k for k in changed)
