@@ -259,9 +259,12 @@ def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
 
 def test_bm25_from_jsonl_and_bad_records(tmp_path) -> None:
     path = tmp_path / "corpus.jsonl"
-    path.write_text(
-        '{"id": "a", "text": "paris is the capital of france"}\n\n{"id": "b", "text": "berlin is in germany"}\n'
-    )
+    lines = [
+        '{"id": "a", "text": "paris is the capital of france"}',
+        "",
+        '{"id": "b", "text": "berlin is in germany"}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
     bm25 = BM25Retriever.from_jsonl(path, top_k=1)
     assert bm25.search(["capital of france"]).tolist() == [[0]]
     path.write_text('{"id": "a", "body": "no text field"}\n')
