@@ -217,8 +217,3 @@ class TokenSearchBatch:
         hits = ((seg == gold[:, None]) & (np.arange(seg.shape[1])[None, :] < n[:, None])).any(1)
         precision = hits / np.maximum(n, 1)
         return np.where(hits, 2 * precision / (precision + 1), 0.0)
-
-    @property
-    def answers(self) -> np.ndarray:
-        """Gold answer token per environment."""
-        return self.vocab.entity(self.world.questions["answer"][self.question])
