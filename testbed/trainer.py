@@ -89,7 +89,6 @@ class RunResult:
     rows: list[dict]
     collapsed: bool
     collapse_step: int | None
-    policy: Policy
 
 
 class Trainer:
@@ -112,10 +111,11 @@ class Trainer:
             world = World(cfg.task.world)
             make_batch = functools.partial(make_core, cfg, world=world)
             splits = (world.train, world.held_out)
-            policy = build_policy(cfg.policy, make_batch(1))
+            probe = make_batch(1)
+            policy = build_policy(cfg.policy, probe)
             if cfg.warm_start.steps:
                 key = {"task": cfg.task, "policy": cfg.policy}
-                warm_start(policy, make_batch(1), cfg.warm_start, key, cfg.seed, cache_dir)
+                warm_start(policy, probe, cfg.warm_start, key, cfg.seed, cache_dir)
         elif make_batch is None or splits is None:
             raise ValueError("make_batch and splits: both are needed with a given policy")
         self.policy, self.make_batch = policy, make_batch
@@ -128,15 +128,15 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.eval_rng = np.random.default_rng(cfg.seed + 1)
         self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.history: collections.deque = collections.deque(maxlen=tc.staleness + 1)
+        self.history: collections.deque = collections.deque(maxlen=tc.staleness + 1)  # stale snapshots
         self.optimizer_steps = 0
 
     # -- one update ------------------------------------------------------------------------------
     def _behaviour_policy(self) -> Policy:
         """The policy ``staleness`` updates old (the current one while history is short)."""
-        self.history.append(copy.deepcopy(self.policy.state_dict()))
         if self.cfg.trainer.staleness == 0:
-            return self.policy
+            return self.policy  # no snapshot: on-policy needs none, and a large model's costs a copy
+        self.history.append(copy.deepcopy(self.policy.state_dict()))
         stale = copy.deepcopy(self.policy)
         stale.load_state_dict(self.history[0])
         return stale
@@ -227,7 +227,7 @@ class Trainer:
         collapsed, step = detect_collapse(
             em, [r["update"] for r in rows], tc.collapse_frac, tc.collapse_min_peak
         )
-        return RunResult(rows, collapsed, step, self.policy)
+        return RunResult(rows, collapsed, step)
 
 
 def flat_config(cfg: RunConfig) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pandas as pd
@@ -133,3 +134,17 @@ def test_collapse_detector() -> None:
         True,
         4,
     )
+
+
+def test_stale_rollouts_come_from_the_policy_before_the_update() -> None:
+    trainer = Trainer(tiny(**{"trainer.staleness": "1", "trainer.minibatches": "1"}))
+    first = trainer.collect()
+    before = copy.deepcopy(trainer.policy)
+    first.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
+    trainer.update(first)
+    second = trainer.collect()
+    with torch.no_grad():
+        stale, _ = before.score(second)
+        current, _ = trainer.policy.score(second)
+    assert torch.allclose(stale, second.behaviour_log_probs, atol=1e-5)
+    assert not torch.allclose(current, second.behaviour_log_probs, atol=1e-5)
