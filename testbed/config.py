@@ -2,6 +2,9 @@
 
 Every config in the project is a frozen dataclass that calls the helpers below from its
 ``__post_init__``, so a bad value fails where it is written, naming the field and the value.
+Values from the command line, YAML/JSON files and sweeps all pass through :func:`from_dict`,
+which reads each one as its field's declared type (text is parsed, ``3.0`` for an int is 3) or
+fails with a one-line :class:`ConfigError` naming the field.
 """
 
 from __future__ import annotations
@@ -9,12 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+NONE = ("none", "null")
 
 
 class ConfigError(ValueError):
@@ -26,16 +34,33 @@ def fail(owner: object, field: str, value: object, why: str) -> typing.NoReturn:
     raise ConfigError(f"{name}.{field}={value!r}: {why}")
 
 
-def check_positive(owner: object, *fields: str, allow_zero: bool = False) -> None:
-    """Raise ConfigError unless each named field is > 0 (>= 0 with allow_zero)."""
+def _finite_number(owner: object, field: str) -> float:
+    """The field's value, failing unless it is a real, finite number (bools are not numbers)."""
+    v = getattr(owner, field)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        fail(owner, field, v, "must be a number")
+    if not isinstance(v, numbers.Integral) and not math.isfinite(v):
+        fail(owner, field, v, "must be a finite number")
+    return v
+
+
+def check_finite(owner: object, *fields: str) -> None:
+    """Raise ConfigError unless each named field is a finite number (not NaN, inf or text)."""
     for f in fields:
-        v = getattr(owner, f)
+        _finite_number(owner, f)
+
+
+def check_positive(owner: object, *fields: str, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless each named field is a finite number > 0 (>= 0 with allow_zero)."""
+    for f in fields:
+        v = _finite_number(owner, f)
         if v < 0 or (v == 0 and not allow_zero):
             fail(owner, f, v, "must be >= 0" if allow_zero else "must be > 0")
 
 
 def check_range(owner: object, field: str, lo: float, hi: float) -> None:
-    v = getattr(owner, field)
+    """Raise ConfigError unless the field is a finite number in [lo, hi]."""
+    v = _finite_number(owner, field)
     if not lo <= v <= hi:
         fail(owner, field, v, f"must lie in [{lo}, {hi}]")
 
@@ -60,79 +85,169 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys fail."""
+def from_dict(cls: type[C], data: Mapping[str, Any], _path: str = "") -> C:
+    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys fail.
+
+    Each value is read as its field's declared type (see :func:`coerce`), so text, YAML and JSON
+    values all work, and a wrong one fails naming its dotted field.
+    """
+    where = _path or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}={data!r}: expected a mapping of field names to values")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown, key=str)}; known: {sorted(names)}")
     types_ = _field_types(cls)
-    kwargs = {}
-    for key, value in data.items():
-        tp = types_[key]
-        if _is_dataclass_type(tp) and isinstance(value, Mapping):
-            value = from_dict(tp, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
+    kwargs = {
+        key: coerce(f"{_path}.{key}" if _path else key, value, types_[key]) for key, value in data.items()
+    }
     return cls(**kwargs)
 
 
-def _parse_scalar(text: str, tp: Any) -> Any:
-    """Parse an override's text into the field's declared type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+def coerce(path: str, value: Any, tp: Any) -> Any:
+    """``value`` read as the declared type ``tp`` of the field at dotted ``path``; text is parsed.
+
+    Raises a one-line ConfigError naming ``path`` when the value cannot be that type. Floats
+    must be finite; an int field takes an integral float (``3.0`` from YAML is 3).
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null"):
+        is_none = value is None or (isinstance(value, str) and value.strip().lower() in NONE)
+        if is_none and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _parse_scalar(text, inner[0])
-    if tp is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"cannot read {text!r} as a bool")
-    if tp in (int, float, str):
-        try:
-            return tp(text)
-        except ValueError as err:
-            raise ConfigError(f"cannot read {text!r} as {tp.__name__}") from err
+        return coerce(path, value, inner[0])
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return from_dict(tp, value, path)
+        example = dataclasses.fields(tp)[0].name
+        raise ConfigError(
+            f"{path}={value!r}: {path} is a section, not a value; set its fields, e.g. {path}.{example}=..."
+        )
     if origin is tuple:
-        return tuple(_parse_scalar(t, args[0]) for t in text.split("+") if t)
-    return json.loads(text)
+        return _coerce_tuple(path, value, args)
+    reader = _READERS.get(tp)
+    return value if reader is None else reader(path, value)
+
+
+def _bad(path: str, value: Any, why: str) -> typing.NoReturn:
+    raise ConfigError(f"{path}={value!r}: {why}")
+
+
+def _read_bool(path: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    _bad(path, value, "expected true or false")
+
+
+def _read_int(path: str, value: Any) -> int:
+    number = _parse_number(path, value, "an integer") if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):
+        _bad(path, value, "expected an integer")
+    if isinstance(number, numbers.Integral):
+        return int(number)
+    if not math.isfinite(number) or number != int(number):
+        _bad(path, value, "expected an integer")
+    return int(number)
+
+
+def _read_float(path: str, value: Any) -> float:
+    number = _parse_number(path, value, "a number") if isinstance(value, str) else value
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):
+        _bad(path, value, "expected a number")
+    try:
+        out = float(number)
+    except OverflowError:
+        _bad(path, value, "must be a finite number")
+    if not math.isfinite(out):
+        _bad(path, value, "must be a finite number")
+    return out
+
+
+def _parse_number(path: str, text: str, what: str) -> int | float:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    _bad(path, text, f"cannot read it as {what}")
+
+
+def _read_str(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        _bad(path, value, "expected text")
+    return value
+
+
+_READERS = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str}
+
+
+def _coerce_tuple(path: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A ``tuple[X, ...]`` field: a list, or text with ``+`` between items (``0.5+0.5``)."""
+    if isinstance(value, str):
+        value = [t for t in value.split("+") if t.strip()]
+    if not isinstance(value, list | tuple):
+        _bad(path, value, "expected a list, or items joined by '+' (e.g. 0.5+0.5)")
+    return tuple(coerce(f"{path}[{i}]", v, args[0]) for i, v in enumerate(value))
+
+
+def parse_overrides(pairs: Iterable[str], flag: str = "--set") -> dict[str, str]:
+    """``["a.b=1", ...]`` as ``{"a.b": "1"}``: the one ``FIELD=VALUE`` parser of every option.
+
+    ``flag`` names the option in errors. A name given twice fails rather than one silently winning.
+    """
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} {p!r}: expected NAME=VALUE, e.g. trainer.lr=0.005")
+        if key in out:
+            raise ConfigError(f"{flag} {key!r}: given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
 
 
 def field_type(cls: type, dotted: str) -> Any:
     """Declared type of a dotted field, e.g. ``objective.tau``; unknown names fail."""
     tp: Any = cls
+    seen: list[str] = []
     for part in dotted.split("."):
         if not _is_dataclass_type(tp):
-            raise ConfigError(f"{dotted!r}: {part!r} is not inside a config section")
+            raise ConfigError(f"{dotted!r}: {'.'.join(seen)} is a value, not a section with fields")
         types_ = _field_types(tp)
         if part not in types_:
             raise ConfigError(f"{dotted!r}: {tp.__name__} has no field {part!r}; known: {sorted(types_)}")
         tp = types_[part]
+        seen.append(part)
     return tp
 
 
 def parse_value(cls: type, dotted: str, text: str) -> Any:
     """Parse the text of an override for the dotted field of ``cls``."""
-    return _parse_scalar(text, field_type(cls, dotted))
+    return coerce(dotted, text, field_type(cls, dotted))
 
 
 def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
-    """Copy of ``cfg`` with dotted fields replaced (values already typed, or text to parse)."""
+    """Copy of ``cfg`` with dotted fields replaced (values typed, or text to parse).
+
+    A mapping given for a section updates that section's fields.
+    """
     data = to_dict(cfg)
     for dotted, value in overrides.items():
-        if isinstance(value, str):
-            value = parse_value(type(cfg), dotted, value)
-        else:
-            field_type(type(cfg), dotted)
+        field_type(type(cfg), dotted)  # unknown names fail here
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node[p]
+        if isinstance(value, Mapping) and isinstance(node[leaf], dict):
+            value = {**node[leaf], **value}
         node[leaf] = value
     return from_dict(type(cfg), data)
 
@@ -149,3 +264,10 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short hash of a config's content (a dataclass, or a dict of them): a storage key."""
     text = json.dumps(_plain(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def check_seed(owner: object, field: str) -> None:
+    """Raise ConfigError unless the field is an int seed in [0, 2**63)."""
+    v = getattr(owner, field)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+        fail(owner, field, v, "must be an int in [0, 2**63)")
