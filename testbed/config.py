@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import numbers
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,13 +26,18 @@ TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NONE = ("none", "null")
 
 
+_SHORT = reprlib.Repr()  # long values are elided, so errors stay one readable line
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 40
+
+
 class ConfigError(ValueError):
     """A configuration field holds a value it must not."""
 
 
 def fail(owner: object, field: str, value: object, why: str) -> typing.NoReturn:
     name = type(owner).__name__
-    raise ConfigError(f"{name}.{field}={value!r}: {why}")
+    raise ConfigError(f"{name}.{field}={_SHORT.repr(value)}: {why}")
 
 
 def _finite_number(owner: object, field: str) -> float:
@@ -134,7 +140,7 @@ def coerce(path: str, value: Any, tp: Any) -> Any:
 
 
 def _bad(path: str, value: Any, why: str) -> typing.NoReturn:
-    raise ConfigError(f"{path}={value!r}: {why}")
+    raise ConfigError(f"{path}={_SHORT.repr(value)}: {why}")
 
 
 def _read_bool(path: str, value: Any) -> bool:
