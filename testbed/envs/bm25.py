@@ -1,17 +1,26 @@
 """A real lexical retriever: BM25 (the ``bm25s`` package) over any corpus of texts.
 
-It answers both protocols: ``search(texts, k)`` for text queries (the Hugging Face search agent)
-and ``retrieve(queries, rng)`` for the simulated task's word-id queries (``Retriever``), so it can
-replace the simulated retriever over the synthetic world's corpus.
+It answers both protocols: ``search(texts, k)`` for text queries (the Hugging Face search agent,
+``TextRetriever``) and ``retrieve(queries, rng)`` for the simulated task's word-id queries
+(``Retriever``), so it can replace the simulated retriever over the synthetic world's corpus.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+
+
+class TextRetriever(Protocol):
+    """What the text search task reads: doc ids per query (-1 pads a short list) and their texts."""
+
+    top_k: int
+    texts: Sequence[str]
+
+    def search(self, queries: Sequence[str], k: int | None = None) -> np.ndarray: ...
 
 
 class BM25Retriever:
@@ -34,9 +43,15 @@ class BM25Retriever:
 
     def search(self, queries: Sequence[str], k: int | None = None) -> np.ndarray:
         """Doc ids [len(queries), k], best first (arbitrary documents for a query with no known word)."""
+        return self.search_with_scores(queries, k)[0]
+
+    def search_with_scores(
+        self, queries: Sequence[str], k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Doc ids and their BM25 scores, both [len(queries), k], best first."""
         k = min(k or self.top_k, len(self.texts))
-        docs, _ = self._index.retrieve(self._tokenize(queries), k=k, show_progress=False)
-        return np.asarray(docs, dtype=np.int64)
+        docs, scores = self._index.retrieve(self._tokenize(queries), k=k, show_progress=False)
+        return np.asarray(docs, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 
     def retrieve(self, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self._decode is None:
@@ -45,12 +60,10 @@ class BM25Retriever:
 
     @classmethod
     def from_jsonl(cls, path: Path | str, top_k: int = 3) -> BM25Retriever:
-        """A corpus file of one ``{"id": ..., "text": ...}`` object per line."""
-        texts = []
-        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-            if line.strip():
-                record = json.loads(line)
-                if "text" not in record:
-                    raise ValueError(f"{path}:{n}: a corpus record needs a 'text' field")
-                texts.append(str(record["text"]))
-        return cls(texts, top_k)
+        """A corpus file of ``{"id", "text"}`` or Search-R1's ``{"id", "contents"}`` records (doc id = line).
+
+        JSON lines, or Parquet by its suffix; ``testbed.integrations.qa_data.load_corpus`` reads it.
+        """
+        from testbed.integrations.qa_data import load_corpus  # that module imports this one
+
+        return cls([d.contents for d in load_corpus(path)], top_k)

@@ -32,7 +32,11 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def em_f1(prediction: str, gold: str) -> tuple[float, float]:
+def em_f1(prediction: str, gold: str | Sequence[str]) -> tuple[float, float]:
+    """Normalised EM and token F1 against the gold answer, or the best over a list of them."""
+    if not isinstance(gold, str):
+        scores = [em_f1(prediction, g) for g in gold]
+        return max(em for em, _ in scores), max(f1 for _, f1 in scores)
     p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
     em = float(p == g)
     common = sum((Counter(p) & Counter(g)).values())
@@ -44,13 +48,25 @@ def em_f1(prediction: str, gold: str) -> tuple[float, float]:
 
 @dataclasses.dataclass
 class TextQA:
-    """Questions, gold answers, a train/held-out split and the corpus to search."""
+    """Questions, gold answers, a train/held-out split and the corpus to search.
+
+    ``answers[i]`` lists every accepted answer of question i (Search-R1's ``golden_answers``); an
+    answer scores the best EM/F1 over them. A plain string is taken as a list of one.
+    """
 
     questions: list[str]
-    answers: list[str]
+    answers: list[list[str]]
     corpus: list[str]
     train: np.ndarray
     held_out: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.answers = [[a] if isinstance(a, str) else list(a) for a in self.answers]
+        if len(self.answers) != len(self.questions):
+            raise ValueError(f"answers: {len(self.answers)} for {len(self.questions)} questions")
+        empty = [i for i, a in enumerate(self.answers) if not a]
+        if empty:
+            raise ValueError(f"answers: question {empty[0]} has no gold answer")
 
     @classmethod
     def from_world(cls, world: World) -> TextQA:
@@ -135,7 +151,8 @@ class TextSearchBatch(TokenSearchBatch):
         self.last_docs[rows, : docs.shape[1]] = docs
         v = self.vocab
         for row, row_docs in zip(rows, docs, strict=True):
-            text = " ; ".join(self.qa.corpus[d] for d in row_docs)
+            # The retriever's own texts: a server client learns its documents as they come back.
+            text = " ; ".join(self.retriever.texts[d] for d in row_docs if d >= 0)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.info_len - 2]
             tokens = [v.info_open, *ids, v.info_close]
             obs[row, : len(tokens)] = tokens
@@ -159,4 +176,4 @@ def text_task_config(
 
 def corpus_words(qa: TextQA) -> Sequence[str]:
     """Every text a tokenizer for this task should know: corpus, questions and answers."""
-    return [*qa.corpus, *qa.questions, *qa.answers]
+    return [*qa.corpus, *qa.questions, *(a for golds in qa.answers for a in golds)]
