@@ -1,67 +1,114 @@
-"""Command line: ``sapo-testbed compare`` (the headline job) and ``sapo-testbed train`` (one run).
+"""Command line: ``sapo-testbed compare`` (the headline job), ``sweep`` and ``train`` (one run).
 
-Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.tau=0.5``.
+Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.tau=0.5``. Every input is
+checked before any work starts; a bad one ends the command with one line naming it (exit 2). A
+run that fails is recorded and the others are kept (exit 1); Ctrl-C stops the workers and keeps
+the finished runs (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from testbed.config import ConfigError
+from testbed.config import ConfigError, parse_overrides
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise ConfigError(f"--set {p!r}: expected FIELD=VALUE, e.g. trainer.lr=0.005")
-        k, v = p.split("=", 1)
-        out[k] = v
-    return out
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1 (seeds, workers)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return n
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapo-testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="objectives x seeds on the default task: results, table, figure")
     cmp_.add_argument("--objectives", nargs="+", default=["grpo", "sapo"])
-    cmp_.add_argument("--seeds", type=int, default=4, help="number of seeds (0..N-1)")
+    cmp_.add_argument("--seeds", type=_count, default=4, help="number of seeds (0..N-1)")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
-    cmp_.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    cmp_.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
     swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
-    swp.add_argument("--grid", nargs="*", default=[], metavar="FIELD=V1,V2")
-    swp.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (overrides the file's)")
+    swp.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=V1,V2")
+    swp.add_argument("--seeds", type=_count, default=None, help="seeds 0..N-1 (overrides the file's)")
     swp.add_argument("--out", type=Path, default=Path("runs/sweep"))
     swp.add_argument("--backend", choices=["local", "submitit", "ray"], default="local")
-    swp.add_argument("--workers", type=int, default=None, help="local processes or Ray CPUs")
+    swp.add_argument("--workers", type=_count, default=None, help="local processes or Ray CPUs")
     swp.add_argument("--ray-address", default=None, help="'auto' or host:port; none starts Ray locally")
     swp.add_argument("--submitit-cluster", default=None, help="slurm (default when available), local, debug")
-    swp.add_argument("--slurm", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. slurm_partition=cpu")
+    swp.add_argument(
+        "--slurm",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. slurm_partition=cpu",
+    )
     one = sub.add_parser("train", help="one run; prints its summary")
     one.add_argument("--out", type=Path, default=Path("runs/train"))
-    one.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    for p in (cmp_, one):
+        p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
+    for p in (cmp_, swp, one):
+        p.add_argument("--force", action="store_true", help="redo runs already in the store")
+    return parser
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings as ``sapo-testbed: warning: ...`` lines, without source file and line."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_args, **_kw: print(
+            f"sapo-testbed: warning: {message}", file=sys.stderr
+        )
+        yield
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
+    import torch
+
+    from testbed.sweep import RunsFailed, StoreError
+    from testbed.sweep.runner import TORCH_THREADS
+
+    torch.set_num_threads(TORCH_THREADS)  # anything trained in this process matches the workers
+    commands = {"compare": _compare, "sweep": _sweep, "train": _train}
     try:
-        overrides = _overrides(getattr(args, "set", []))
-        if args.command == "compare":
-            _compare(args, overrides)
-        elif args.command == "sweep":
-            _sweep(args)
-        else:
-            _train(args, overrides)
+        with _one_line_warnings():
+            commands[args.command](args)
     except ConfigError as err:
         parser.exit(2, f"sapo-testbed: config error: {err}\n")
+    except StoreError as err:
+        parser.exit(2, f"sapo-testbed: output error: {err}\n")
+    except RunsFailed as err:
+        parser.exit(1, f"sapo-testbed: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "sapo-testbed: interrupted; finished runs are stored, the same command resumes\n")
 
 
-def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+def _compare(args: argparse.Namespace) -> None:
     from testbed.compare import compare_configs, run_compare
-    from testbed.sweep import local_executor
+    from testbed.config import config_hash
+    from testbed.sweep import ResultStore, local_executor
 
-    compare_configs(args.objectives, [0], overrides)  # fail fast on a bad field before any work
+    overrides = parse_overrides(args.set)
+    configs = compare_configs(args.objectives, range(args.seeds), overrides)  # bad fields fail now
+    store = ResultStore(args.out)
+    store.check_writable()
+    if args.force:
+        for cfg in configs:
+            store.discard(config_hash(cfg))
     executor = local_executor(args.workers)
     try:
         table = run_compare(args.out, args.objectives, range(args.seeds), overrides, executor)
@@ -81,6 +128,7 @@ def _sweep(args: argparse.Namespace) -> None:
         make_executor,
         run_configs,
         spec_from_overrides,
+        submitit_parameters,
     )
 
     spec = load_spec(args.spec) if args.spec else SweepSpec()
@@ -90,32 +138,42 @@ def _sweep(args: argparse.Namespace) -> None:
         spec, base={**spec.base, **extra.base}, grid={**spec.grid, **extra.grid}, seeds=tuple(seeds)
     )
     configs = spec.configs()  # every bad field fails here, before any work
+    params = submitit_parameters(args.slurm) if args.slurm else {}
+    if params and args.backend != "submitit":
+        raise ConfigError(f"--slurm {args.slurm}: only used with --backend submitit")
+    store = ResultStore(args.out)
+    store.check_writable()
     executor = make_executor(
         args.backend,
         args.workers,
         folder=args.out / "submitit",
         cluster=args.submitit_cluster,
         address=args.ray_address,
-        **_overrides(args.slurm),
+        **params,
     )
     try:
-        keys = run_configs(configs, ResultStore(args.out), executor)
+        keys = run_configs(configs, store, executor, force=args.force)
     finally:
         executor.shutdown()
-    print(f"{len(keys)} runs in {args.out}/runs")
+    print(f"{len(set(keys))} runs in {args.out}/runs")
     print(f"load them with: testbed.sweep.ResultStore({str(args.out)!r}).rows()")
 
 
-def _train(args: argparse.Namespace, overrides: dict[str, str]) -> None:
-    from testbed.config import with_overrides
+def _train(args: argparse.Namespace) -> None:
+    from testbed.config import config_hash, with_overrides
     from testbed.sweep import ResultStore, run_configs
     from testbed.trainer import RunConfig
 
-    cfg = with_overrides(RunConfig(), overrides)
+    cfg = with_overrides(RunConfig(), parse_overrides(args.set))
     store = ResultStore(args.out)
-    (key,) = run_configs([cfg], store)
+    key = config_hash(cfg)
+    cached = not args.force and store.has(key)
+    run_configs([cfg], store, force=args.force, progress=not cached)
     print(json.dumps(store.summaries([key]).iloc[0].to_dict(), indent=1, default=str))
-    print(f"wrote {args.out}/runs/{key}.csv")
+    if cached:
+        print(f"cached: {args.out}/runs/{key}.csv was stored by an earlier run (--force reruns it)")
+    else:
+        print(f"wrote {args.out}/runs/{key}.csv")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from testbed.config import ConfigError, coerce, parse_overrides
 from testbed.sweep.runner import local_executor
 
 BACKENDS = ("local", "submitit", "ray")
@@ -28,9 +32,20 @@ class SubmititExecutor(Executor):
     ) -> None:
         import submitit
 
-        self._ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-        if params:
-            self._ex.update_parameters(**params)
+        try:
+            self._ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+            if params:
+                self._ex.update_parameters(**params)
+        except (AssertionError, NameError, TypeError, ValueError, RuntimeError) as err:
+            # submitit's own messages span lines and blame its internals: keep the first
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"submitit cluster={cluster!r} parameters {params}: {first}") from err
+        if cluster is None and self._ex.cluster != "slurm":
+            warnings.warn(
+                f"no SLURM cluster found (no sbatch here): submitit runs every job on this machine "
+                f"with its {self._ex.cluster!r} executor; pass --submitit-cluster local to say so",
+                stacklevel=2,
+            )
         self._poll_s = poll_s
         self._pending: list[tuple[Any, Future]] = []
         self._lock = threading.Lock()
@@ -68,6 +83,12 @@ class SubmititExecutor(Executor):
             time.sleep(self._poll_s)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:  # Ctrl-C: cancel the jobs still queued or running
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for job, fut in pending:
+                job.cancel(check=False)
+                fut.cancel()
         while wait and self._poller is not None and self._poller.is_alive():
             time.sleep(self._poll_s)
 
@@ -90,7 +111,30 @@ class RayExecutor(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._owns and self._ray.is_initialized():
-            self._ray.shutdown()
+            self._ray.shutdown()  # stops this session's workers, running tasks included
+
+
+def submitit_parameters(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--slurm KEY=VALUE`` pairs as typed submitit parameters (``timeout_min=60`` is the int 60).
+
+    submitit's shared parameters take their declared types; any other value is read as a YAML
+    scalar (``true``, ``4``, ``cpu``, ``[a, b]``).
+    """
+    import submitit
+
+    # name -> type (timeout_min -> int); a private helper, so a submitit without it reads YAML
+    typed = getattr(submitit.AutoExecutor, "_typed_parameters", dict)()
+    out = {}
+    for key, text in parse_overrides(pairs, "--slurm").items():
+        tp = typed.get(key)
+        if tp is None:
+            try:
+                out[key] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                out[key] = text
+        else:
+            out[key] = coerce(f"--slurm {key}", text, tp)
+    return out
 
 
 def make_executor(
@@ -102,10 +146,12 @@ def make_executor(
     **params: Any,
 ) -> Executor:
     """The executor for ``backend``; ``params`` go to submitit's ``update_parameters``."""
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"workers={workers!r}: must be >= 1")
     if backend == "local":
         return local_executor(workers)
     if backend == "submitit":
         return SubmititExecutor(folder, cluster=cluster, **params)
     if backend == "ray":
         return RayExecutor(address=address, num_cpus=workers)
-    raise ValueError(f"backend={backend!r}: must be one of {list(BACKENDS)}")
+    raise ConfigError(f"backend={backend!r}: must be one of {list(BACKENDS)}")

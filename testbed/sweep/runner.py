@@ -1,19 +1,55 @@
-"""Run many configs through any ``concurrent.futures`` executor, resumably, with a progress bar."""
+"""Run many configs through any ``concurrent.futures`` executor, resumably, with a progress bar.
+
+Each run is saved as soon as it finishes; a run that raises is recorded as failed (with its
+error) and costs none of the others; Ctrl-C keeps what finished and stops the workers.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import multiprocessing
+import multiprocessing.connection
 import os
-from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from testbed.config import config_hash
+from testbed.config import ConfigError, config_hash, to_dict
 from testbed.sweep.store import ResultStore
 from testbed.trainer import RunConfig, train
+
+TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
+
+
+class RunOutput(NamedTuple):
+    rows: list[dict]
+    summary: dict
+    provenance: dict
+
+
+class RunsFailed(RuntimeError):
+    """Some runs raised; every other run is stored, and each failure is recorded in the store."""
+
+    def __init__(self, failures: Mapping[str, str], total: int, store: ResultStore) -> None:
+        self.failures = dict(failures)
+        shown = "; ".join(f"{k}: {e}" for k, e in list(self.failures.items())[:3])
+        more = " ..." if len(self.failures) > 3 else ""
+        super().__init__(
+            f"{len(self.failures)} of {total} runs failed (the rest are stored; details in "
+            f"{store.failed}/): {shown}{more}"
+        )
 
 
 def default_cache_dir() -> Path:
@@ -21,17 +57,135 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SAPO_TESTBED_CACHE", Path.home() / ".cache" / "sapo-testbed"))
 
 
-def train_one(cfg: RunConfig, cache_dir: Path) -> tuple[list[dict], dict]:
-    """One run in a worker, whatever the executor: one torch thread, since runs fill the cores."""
-    torch.set_num_threads(1)
-    return train(cfg, cache_dir)
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, its commit and whether files were edited."""
+    try:
+        version = importlib.metadata.version("sapo-testbed")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"package_version": version, "git_commit": commit, "git_dirty": dirty}
 
 
-def local_executor(max_workers: int | None = None) -> Executor:
-    """A process pool over the local cores (spawn context: no forked torch state)."""
-    return ProcessPoolExecutor(
-        max_workers=max_workers or os.cpu_count() or 1, mp_context=get_context("spawn")
-    )
+def provenance() -> dict[str, Any]:
+    """What produced a run, beyond its config: code version, torch and the CPU's kernel path."""
+    return {
+        **code_version(),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def train_one(cfg: RunConfig, cache_dir: Path | None) -> RunOutput:
+    """One run in a worker, whatever the executor, on a pinned number of torch threads."""
+    torch.set_num_threads(TORCH_THREADS)
+    rows, summary = train(cfg, cache_dir)
+    return RunOutput(rows, summary, provenance())
+
+
+def _exit_with_parent() -> None:
+    """Exit this worker as soon as the process that started it dies (SIGKILL included)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _exit_with_parent()
+
+
+class LocalExecutor(ProcessPoolExecutor):
+    """A process pool over the local cores (spawn context: no forked torch state). Its workers
+    ignore Ctrl-C (the main process stops them) and die with the main process."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (isinstance(max_workers, bool) or max_workers < 1):
+            raise ConfigError(f"workers={max_workers!r}: must be >= 1")
+        super().__init__(
+            max_workers=max_workers or os.cpu_count() or 1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+        )
+
+    def terminate_workers(self) -> None:
+        """Stop every worker now (their current runs are lost), then release the pool."""
+        processes = list((self._processes or {}).values())  # no public handle before Python 3.14
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        self.shutdown(wait=False, cancel_futures=True)
+
+
+def local_executor(max_workers: int | None = None) -> LocalExecutor:
+    return LocalExecutor(max_workers)
+
+
+def usable_cache_dir(cache_dir: Path | None) -> Path | None:
+    """``cache_dir`` if warm starts can be cached there, else None with a warning (it is optional)."""
+    if cache_dir is None:
+        return None
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as err:
+        warnings.warn(
+            f"warm-start cache {cache_dir} cannot be written ({err.strerror or err}): "
+            "warm starts will be computed and not cached (set SAPO_TESTBED_CACHE to change it)",
+            stacklevel=3,
+        )
+        return None
+    return Path(cache_dir)
+
+
+def _plan(store: ResultStore, configs: Mapping[str, RunConfig], force: bool) -> dict[str, RunConfig]:
+    """The runs to do: absent, broken (warned and discarded) or, with ``force``, all."""
+    todo = {}
+    for key, cfg in configs.items():
+        problem = store.problem(key)
+        if problem:
+            warnings.warn(f"run {key} is broken ({problem}): redoing it", stacklevel=3)
+        if force or not store.has(key):
+            store.discard(key)
+            todo[key] = cfg
+    return todo
+
+
+def _one_line(err: BaseException) -> str:
+    err = getattr(err, "cause", None) or err  # Ray wraps the run's own exception
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _failure_record(cfg: RunConfig, err: BaseException) -> dict[str, Any]:
+    return {
+        "error": _one_line(err),
+        "traceback": "".join(traceback.format_exception(err)),
+        "config": to_dict(cfg),
+        "provenance": code_version(),
+    }
 
 
 def run_configs(
@@ -40,28 +194,78 @@ def run_configs(
     executor: Executor | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[str]:
-    """Train every config not already in ``store``; save each as it finishes. Returns all keys."""
+    """Train every config not already complete in ``store`` (every one with ``force``), saving
+    each as it finishes. Returns every key, in order; raises RunsFailed at the end if any run
+    failed (the others are stored) and KeyboardInterrupt, workers stopped, on Ctrl-C."""
     keys = [config_hash(c) for c in configs]
-    todo = [(k, c) for k, c in zip(keys, configs, strict=True) if not store.has(k)]
-    todo = list(dict(todo).items())  # a config listed twice runs once
-    cache_dir = cache_dir or default_cache_dir()
+    store.check_writable()  # before any work: a run is never trained for nowhere
+    todo = _plan(store, dict(zip(keys, configs, strict=True)), force)  # a repeated config runs once
+    cached = len(set(keys)) - len(todo)
+    if cached and progress:
+        print(f"{cached} runs already in {store.root}: reused (--force redoes them)", file=sys.stderr)
+    if not todo:
+        return keys
+    cache_dir = usable_cache_dir(cache_dir or default_cache_dir())
     own = executor is None
-    executor = executor or local_executor(min(len(todo), os.cpu_count() or 1) or 1)
+    executor = executor or local_executor(min(len(todo), os.cpu_count() or 1))
+    bar = tqdm(total=len(set(keys)), initial=cached, desc="runs", disable=not progress)
     try:
-        args = [(c, cache_dir) for _, c in todo]
-        if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
-            submitted = executor.submit_many(train_one, args)
-        else:
-            submitted = [executor.submit(train_one, *a) for a in args]
-        futures = dict(zip(submitted, (k for k, _ in todo), strict=True))
-        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="runs", disable=not progress)
-        for fut in as_completed(futures):
-            rows, summary = fut.result()
-            store.write(futures[fut], rows, summary)
-            bar.update()
-        bar.close()
+        failures = _run(todo, store, executor, cache_dir, bar)
     finally:
         if own:
             executor.shutdown()
+    if failures:
+        raise RunsFailed(failures, len(set(keys)), store)
     return keys
+
+
+def _run(
+    todo: Mapping[str, RunConfig], store: ResultStore, executor: Executor, cache_dir: Path | None, bar: tqdm
+) -> dict[str, str]:
+    """Submit every run, store each as it finishes; returns the one-line errors of failed runs."""
+    args = [(c, cache_dir) for c in todo.values()]
+    if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
+        submitted = executor.submit_many(train_one, args)
+    else:
+        submitted = [executor.submit(train_one, *a) for a in args]
+    futures = dict(zip(submitted, todo, strict=True))
+    failures: dict[str, str] = {}
+    done: set[Future] = set()
+
+    def collect(fut: Future) -> None:
+        key = futures[fut]
+        try:
+            rows, summary, prov = fut.result()
+        except Exception as err:  # the run's own error: record it, keep the others going
+            store.write_failure(key, _failure_record(todo[key], err))
+            failures[key] = _one_line(err)
+        else:
+            store.write(key, rows, summary, prov)
+        done.add(fut)
+        bar.update()
+
+    try:
+        for fut in as_completed(futures):
+            collect(fut)
+    except KeyboardInterrupt:
+        for fut in futures:
+            fut.cancel()
+        for fut in futures:  # keep what finished before the interrupt
+            if fut.done() and not fut.cancelled() and fut not in done:
+                collect(fut)
+        _stop(executor)
+        raise
+    finally:
+        bar.close()
+    return failures
+
+
+def _stop(executor: Executor) -> None:
+    """Stop the executor's running work now: kill local workers, cancel cluster jobs."""
+    terminate = getattr(executor, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+    else:
+        executor.shutdown(wait=False, cancel_futures=True)

@@ -15,16 +15,51 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from testbed.config import ConfigError, with_overrides
+from testbed.config import ConfigError, parse_overrides, with_overrides
 from testbed.trainer import RunConfig
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_distribution(field: str, dist: Any) -> None:
+    """A random-space entry is ``{kind: [args]}`` with arguments that kind can sample from."""
+    where = f"SweepSpec.random.space[{field!r}]={dist!r}"
+    if not isinstance(dist, Mapping) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: must be {{kind: [args]}}, kind one of {list(DISTRIBUTIONS)}")
+    ((kind, args),) = dist.items()
+    if kind == "choice":
+        if not _is_list(args) or not args:
+            raise ConfigError(f"{where}: choice needs a non-empty list of values")
+        return
+    bounds = _is_list(args) and len(args) == 2
+    if kind == "randint" and not (bounds and all(_is_int(a) for a in args) and args[0] <= args[1]):
+        raise ConfigError(f"{where}: randint needs two integers [low, high], low <= high")
+    if kind != "randint" and not (bounds and all(_is_number(a) for a in args) and args[0] <= args[1]):
+        raise ConfigError(f"{where}: {kind} needs two finite numbers [low, high], low <= high")
+    if kind == "loguniform" and args[0] <= 0:
+        raise ConfigError(f"{where}: loguniform needs low > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +70,32 @@ class SweepSpec:
     seeds: Sequence[int] = (0,)
 
     def __post_init__(self) -> None:
+        for name in ("base", "grid", "random"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"SweepSpec.{name}={getattr(self, name)!r}: must be a mapping")
         for field, values in self.grid.items():
-            if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            if not _is_list(values) or not values:
                 raise ConfigError(f"SweepSpec.grid[{field!r}]={values!r}: must be a non-empty list")
-        for field, dist in self.random.get("space", {}).items():
-            if not isinstance(dist, Mapping) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
-                raise ConfigError(
-                    f"SweepSpec.random.space[{field!r}]={dist!r}: must be {{kind: [args]}}, "
-                    f"kind one of {list(DISTRIBUTIONS)}"
-                )
-        if not self.seeds:
-            raise ConfigError("SweepSpec.seeds=[]: needs at least one seed")
+        self._check_random()
+        if not _is_list(self.seeds) or not self.seeds or not all(_is_int(s) for s in self.seeds):
+            raise ConfigError(f"SweepSpec.seeds={self.seeds!r}: must be a non-empty list of integers")
+
+    def _check_random(self) -> None:
+        unknown = set(self.random) - {"n", "seed", "space"}
+        if unknown:
+            raise ConfigError(f"SweepSpec.random: unknown key(s) {sorted(unknown)}; known: n, seed, space")
+        n, seed = self.random.get("n", 1), self.random.get("seed", 0)
+        if not _is_int(n) or n < 1:
+            raise ConfigError(f"SweepSpec.random.n={n!r}: must be an integer >= 1")
+        if not _is_int(seed) or seed < 0:
+            raise ConfigError(f"SweepSpec.random.seed={seed!r}: must be an integer >= 0")
+        space = self.random.get("space", {})
+        if not isinstance(space, Mapping):
+            raise ConfigError(
+                f"SweepSpec.random.space={space!r}: must be a mapping of field to {{kind: [args]}}"
+            )
+        for field, dist in space.items():
+            _check_distribution(field, dist)
 
     def points(self) -> list[dict[str, Any]]:
         """The override dicts of every point (grid x random samples), without seeds."""
@@ -60,7 +110,7 @@ class SweepSpec:
             return [{}]
         rng = np.random.default_rng(self.random.get("seed", 0))
         out = []
-        for _ in range(int(self.random.get("n", 1))):
+        for _ in range(self.random.get("n", 1)):
             point = {}
             for field, dist in space.items():
                 ((kind, args),) = dist.items()
@@ -78,40 +128,50 @@ class SweepSpec:
     def configs(self, base: RunConfig | None = None) -> list[RunConfig]:
         """Every run: each point times each seed; bad fields fail here, before any work."""
         base = base or RunConfig()
-        return [
-            with_overrides(base, {**{k: _text_or_value(v) for k, v in p.items()}, "seed": s})
-            for p in self.points()
-            for s in self.seeds
-        ]
+        return [with_overrides(base, {**p, "seed": s}) for p in self.points() for s in self.seeds]
 
 
-def _text_or_value(v: Any) -> Any:
-    return v if not isinstance(v, list) else tuple(v)
+def _read(path: Path) -> Any:
+    """The parsed content of a YAML or JSON sweep file; one-line errors for anything else."""
+    if path.suffix not in SPEC_SUFFIXES:
+        raise ConfigError(f"{path}: a sweep file must end in {', '.join(SPEC_SUFFIXES)}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from err
+    if path.suffix == ".json":
+        try:
+            return json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err}{where})") from err
 
 
 def load_spec(path: Path | str) -> SweepSpec:
     """A SweepSpec from a .json, .yaml or .yml file."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    unknown = set(data) - {f.name for f in dataclasses.fields(SweepSpec)}
+    data = _read(path)
+    keys = [f.name for f in dataclasses.fields(SweepSpec)]
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(f"{path}: empty, or not a mapping; expected keys among {keys}")
+    unknown = set(data) - set(keys)
     if unknown:
-        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}")
-    return SweepSpec(**data)
+        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown, key=str)}; known: {keys}")
+    try:
+        return SweepSpec(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def spec_from_overrides(pairs: Sequence[str], seeds: Sequence[int]) -> SweepSpec:
     """``field=a,b`` becomes a grid axis; ``field=a`` a base override."""
     base, grid = {}, {}
-    for p in pairs:
-        if "=" not in p:
-            raise ConfigError(f"{p!r}: expected FIELD=VALUE[,VALUE...]")
-        k, v = p.split("=", 1)
+    for k, v in parse_overrides(pairs, "--grid").items():
         values = v.split(",")
         if len(values) > 1:
             grid[k] = values

@@ -1,49 +1,181 @@
-"""Results on disk: one CSV of update rows and one JSON summary per run, keyed by the config hash.
+"""Results on disk, keyed by the config hash: per run, a CSV of update rows and a JSON record.
 
-Each file is written to a temporary name and renamed into place, so a killed sweep leaves either
-a finished run or nothing: re-running skips what is there and redoes what is not.
+The record, written last, holds the run's summary, the CSV's row count and SHA-256, and the
+provenance of the run (package version, git commit, torch version, threads, CPU capability). A
+run counts as stored only when its record parses and its CSV matches both: a truncated, empty or
+garbage file, or a record of an older format, makes it "broken", and a sweep redoes it. A run
+that failed leaves ``failed/<key>.json`` with its error; the next sweep tries it again.
+
+Each file is written to a temporary name (created like any file, so the umask decides who may
+read it) and renamed into place, so a killed sweep leaves either a finished file or none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+FORMAT = 2  # the record layout; records of other layouts (or none) are redone
 
-def atomic_write(path: Path, text: str) -> None:
+
+class StoreError(Exception):
+    """The store cannot be written, or a stored run is broken."""
+
+
+class BrokenRun(StoreError):
+    """A stored run's files are incomplete or do not match their record."""
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8) to ``path`` at once: readers see the old file or the new."""
+    data = content.encode() if isinstance(content, str) else content
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # "x" creates it with mode 0666 & ~umask, as any file
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class ResultStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.runs = self.root / "runs"
+        self.failed = self.root / "failed"
+
+    def check_writable(self) -> None:
+        """Fail now, with one line, if runs cannot be saved here (before any run is trained)."""
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.runs):
+                pass
+        except OSError as err:
+            raise StoreError(
+                f"output folder {self.root}: cannot write there ({err.strerror or err})"
+            ) from err
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.runs / f"{key}.csv", self.runs / f"{key}.json"
+
+    def record(self, key: str) -> tuple[dict[str, Any], bytes]:
+        """The run's verified record and CSV bytes; KeyError if absent, BrokenRun if broken."""
+        csv_path, json_path = self._paths(key)
+        try:
+            record = json.loads(json_path.read_text())
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except (OSError, ValueError) as err:
+            raise BrokenRun(f"{json_path}: unreadable record ({err})") from err
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise BrokenRun(f"{json_path}: written by an older version (no checksum)")
+        try:
+            data = csv_path.read_bytes()
+        except OSError as err:
+            raise BrokenRun(f"{csv_path}: unreadable ({err.strerror or err})") from err
+        if _sha256(data) != record.get("csv_sha256"):
+            raise BrokenRun(f"{csv_path}: does not match its recorded checksum (truncated or changed)")
+        return record, data
+
+    def problem(self, key: str) -> str | None:
+        """Why the stored run ``key`` cannot be used; None when it is complete or simply absent."""
+        try:
+            self.record(key)
+        except KeyError:
+            return None
+        except BrokenRun as err:
+            return str(err)
+        return None
 
     def has(self, key: str) -> bool:
-        return (self.runs / f"{key}.json").exists()
-
-    def write(self, key: str, rows: list[dict], summary: dict) -> None:
-        """Rows first, summary last: the summary's presence marks the run finished."""
-        atomic_write(self.runs / f"{key}.csv", pd.DataFrame(rows).to_csv(index=False))
-        atomic_write(self.runs / f"{key}.json", json.dumps(summary, default=str))
+        """Whether run ``key`` is stored and complete."""
+        try:
+            self.record(key)
+        except (KeyError, BrokenRun):
+            return False
+        return True
 
     def keys(self) -> list[str]:
-        return sorted(p.stem for p in self.runs.glob("*.json")) if self.runs.exists() else []
+        """The complete runs in the store."""
+        if not self.runs.exists():
+            return []
+        return sorted(p.stem for p in self.runs.glob("*.json") if self.has(p.stem))
+
+    def _verified(self, key: str) -> tuple[dict[str, Any], bytes]:
+        """``record(key)``, with one-line errors saying what to do."""
+        try:
+            return self.record(key)
+        except KeyError:
+            raise StoreError(f"run {key} is not in {self.root}: run the sweep that makes it") from None
+        except BrokenRun as err:
+            raise StoreError(f"{err}; run the sweep again to redo it") from err
+
+    def _frame(self, key: str) -> pd.DataFrame:
+        record, data = self._verified(key)
+        frame = pd.read_csv(io.BytesIO(data))
+        if len(frame) != record["rows"]:
+            raise StoreError(f"run {key}: {len(frame)} rows, its record says {record['rows']}")
+        return frame
 
     def rows(self, keys: list[str] | None = None) -> pd.DataFrame:
         """One tidy frame: a row per (run, update), config fields as dotted columns."""
         keys = self.keys() if keys is None else keys
-        frames = [pd.read_csv(self.runs / f"{k}.csv") for k in keys]
+        frames = [self._frame(k) for k in keys]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def summaries(self, keys: list[str] | None = None) -> pd.DataFrame:
+        """A row per run: its summary and provenance."""
         keys = self.keys() if keys is None else keys
-        return pd.DataFrame([json.loads((self.runs / f"{k}.json").read_text()) for k in keys])
+        records = [self._verified(k)[0] for k in keys]
+        return pd.DataFrame([{**r["summary"], **r["provenance"]} for r in records])
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """The failure records of runs that failed and have not succeeded since."""
+        if not self.failed.exists():
+            return {}
+        return {p.stem: json.loads(p.read_text()) for p in sorted(self.failed.glob("*.json"))}
+
+    # -- writing ---------------------------------------------------------------------------------
+    def write(
+        self, key: str, rows: list[dict], summary: Mapping[str, Any], provenance: Mapping[str, Any]
+    ) -> None:
+        """Rows first, record last: a valid record marks the run finished."""
+        csv_path, json_path = self._paths(key)
+        data = pd.DataFrame(rows).to_csv(index=False).encode()
+        atomic_write(csv_path, data)
+        record = {
+            "format": FORMAT,
+            "key": key,
+            "rows": len(rows),
+            "csv_sha256": _sha256(data),
+            "summary": dict(summary),
+            "provenance": dict(provenance),
+        }
+        atomic_write(json_path, json.dumps(record, default=str))
+        (self.failed / f"{key}.json").unlink(missing_ok=True)
+
+    def write_failure(self, key: str, record: Mapping[str, Any]) -> None:
+        atomic_write(self.failed / f"{key}.json", json.dumps(dict(record), default=str, indent=1))
+
+    def discard(self, key: str) -> None:
+        """Remove run ``key``'s files (a broken run, before it is redone)."""
+        for path in self._paths(key):
+            path.unlink(missing_ok=True)
