@@ -6,6 +6,9 @@ import dataclasses
 
 import torch
 
+# ``Batch.segment`` codes: what a written token belongs to.
+OTHER, SEARCH_CALL, ANSWER = 0, 1, 2
+
 
 @dataclasses.dataclass
 class Batch:
@@ -14,7 +17,10 @@ class Batch:
     ``tokens``: what was written at each position (token ids, or actions for the tabular grain);
     ``states``: the tabular observation each action was taken in (None for tokens); ``mask``: 1 on
     tokens the policy wrote, 0 on prompt, retrieved ``<information>`` and padding tokens;
-    ``behaviour_log_probs``: log-probs recorded when sampling (0 where mask is 0).
+    ``behaviour_log_probs``: log-probs recorded when sampling (0 where mask is 0); ``segment``: per
+    written token, ``SEARCH_CALL`` (a ``<search> ... </search>`` call, tags included, or a tabular
+    search action), ``ANSWER`` (the answer segment or action) or ``OTHER``; ``searches``: search
+    calls per episode.
     """
 
     tokens: torch.Tensor
@@ -22,8 +28,8 @@ class Batch:
     behaviour_log_probs: torch.Tensor
     rewards: torch.Tensor
     group_ids: torch.Tensor
-    question_ids: torch.Tensor
     searches: torch.Tensor
+    segment: torch.Tensor
     states: torch.Tensor | None = None
 
     def __len__(self) -> int:

@@ -22,7 +22,7 @@ import seaborn as sns
 
 from testbed.config import with_overrides
 from testbed.sweep import ResultStore, run_configs
-from testbed.trainer import RunConfig
+from testbed.run import RunConfig
 
 PANELS = {
     "train_reward": "train reward (EM)",

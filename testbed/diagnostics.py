@@ -1,4 +1,19 @@
-"""ISDD diagnostics beyond the objectives' own metrics: update rows and the collapse detector."""
+"""ISDD diagnostics beyond the objectives' own metrics: pooled mechanism signals and the collapse
+detector.
+
+The objectives report their metrics per call (a minibatch); the trainer averages those over an
+update. The signals below are pooled instead: computed once per update over every token of the
+rollout batch, with r = pi_new / pi_old between the policy after the update and the old log-probs:
+
+- ``pooled_ratio_{p05,p50}_{pos,nonneg}``: ratio quantiles of A > 0 and of A >= 0 tokens.
+- ``pooled_low_ratio_frac_{pos,nonneg}``: share of those tokens with r <= tau (SAPO's tau; the
+  ``nonneg`` share is the one SAPO's penalty acts on).
+- ``collapsed_search_frac`` / ``collapsed_answer_frac``: of the collapsed positive tokens (A > 0,
+  r <= tau), the share inside search calls and inside answers (NaN when none collapsed).
+- ``lld_mean_nonneg``: mean change of log-likelihood of A >= 0 responses over the update, the LLD
+  signal of arXiv 2512.04220 (policy after minus policy before, summed over each response's
+  written tokens); ``lld_down_frac_nonneg``: share of those responses whose likelihood fell.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +21,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+
+from testbed.batch import ANSWER, SEARCH_CALL
 
 
 def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -18,12 +36,52 @@ def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
+    """Quantiles of any number of values (numpy: no size limit, unlike ``torch.quantile``)."""
+    if values.numel() == 0:
+        return [float("nan")] * len(qs)
+    return [float(v) for v in np.quantile(values.double().numpy(), qs)]
+
+
+def _share(selected: torch.Tensor, of: torch.Tensor) -> float:
+    n = int(of.sum())
+    return float((selected & of).sum()) / n if n else float("nan")
+
+
+def isdd_signals(
+    log_ratio: torch.Tensor,
+    lld: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    segment: torch.Tensor,
+    tau: float,
+) -> dict[str, float]:
+    """The pooled signals above for one run's batch: ``log_ratio`` = log pi_new - log pi_old and
+    ``lld`` = log pi_new - log pi_before per token [B, T], response advantages [B]."""
+    valid = mask > 0
+    adv = advantages[:, None].expand_as(valid)
+    ratio = log_ratio.double().exp()
+    out: dict[str, float] = {}
+    for name, sel in (("pos", valid & (adv > 0)), ("nonneg", valid & (adv >= 0))):
+        p05, p50 = _quantiles(ratio[sel], (0.05, 0.5))
+        out[f"pooled_ratio_p05_{name}"], out[f"pooled_ratio_p50_{name}"] = p05, p50
+        out[f"pooled_low_ratio_frac_{name}"] = _share(ratio <= tau, sel)
+    collapsed = valid & (adv > 0) & (ratio <= tau)
+    out["collapsed_search_frac"] = _share(segment == SEARCH_CALL, collapsed)
+    out["collapsed_answer_frac"] = _share(segment == ANSWER, collapsed)
+    nonneg = advantages >= 0
+    change = (lld * mask).sum(1)[nonneg]
+    out["lld_mean_nonneg"] = float(change.mean()) if change.numel() else float("nan")
+    out["lld_down_frac_nonneg"] = float((change < 0).double().mean()) if change.numel() else float("nan")
+    return out
+
+
 def detect_collapse(
     values: Sequence[float], steps: Sequence[int], frac: float = 0.5, min_peak: float = 0.1
 ) -> tuple[bool, int | None]:
     """Whether a run collapsed, and the step it did.
 
-    A run collapses when its metric (held-out EM) falls below ``frac`` times its running peak and
+    A run collapses when its metric (evaluation EM) falls below ``frac`` times its running peak and
     never climbs back above that line until the end of the run; the collapse step is the first
     evaluation of that final stretch. Peaks under ``min_peak`` never count (nothing to lose).
     """

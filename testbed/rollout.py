@@ -1,26 +1,90 @@
-"""Rollouts: a policy plays a batch of episodes in a batched environment core and yields a Batch.
+"""The episode driver: any agent (a policy, the oracle, the random agent) plays a batch of episodes
+in a batched environment core, and the result is a ``Batch`` with one layout for all of them.
 
 Token grain: every episode advances one position per step, so one KV-cached forward serves the
-whole batch. A position holds either a token the policy samples or a *forced* token (the prompt,
-or a retrieved ``<information>`` block queued by the environment) that is fed through the model
-with mask 0. Tabular grain: one action per step from the current state.
+whole batch. A position holds either a token the agent writes or a *forced* token (the prompt, or
+a retrieved ``<information>`` block queued by the environment) that the agent sees with mask 0.
+Tabular grain: one action per step from the current state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 
-from testbed.batch import Batch
+from testbed.batch import ANSWER, OTHER, SEARCH_CALL, Batch
 from testbed.envs import TabularSearchBatch, TokenSearchBatch
+from testbed.envs.tokens import ANSWER as PHASE_ANSWER
+from testbed.envs.tokens import FREE, SEARCH, TokenStep
 from testbed.policies import Policy
 
+Core = TokenSearchBatch | TabularSearchBatch
+Rng = np.random.Generator | Sequence[np.random.Generator]
 
-def _sample(logits: torch.Tensor, gen: torch.Generator, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens and their log-probs (on the CPU), sampled where the logits live."""
-    logp = torch.log_softmax(logits.float(), -1)
-    tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
-    return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
+
+class MemberCores:
+    """One environment core per population member, stepped as one batch (rows member-major).
+
+    Each member's episodes step with that member's own random stream, so no member's data or seed
+    can change another's episodes.
+    """
+
+    def __init__(self, cores: Sequence[Core]) -> None:
+        self.cores = list(cores)
+        first = self.cores[0]
+        self.grain, self.config, self.world = first.grain, first.config, first.world
+        self.batch_size = sum(c.batch_size for c in self.cores)
+        if self.grain == "token":
+            self.capacity, self.info_len, self.vocab = first.capacity, first.info_len, first.vocab
+        else:
+            self.n_actions = first.n_actions
+
+    def _parts(self, x: np.ndarray) -> list[np.ndarray]:
+        return np.split(np.asarray(x), np.cumsum([c.batch_size for c in self.cores])[:-1])
+
+    def _cat(self, name: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in self.cores])
+
+    @property
+    def done(self) -> np.ndarray:
+        return self._cat("done")
+
+    @property
+    def phase(self) -> np.ndarray:
+        return self._cat("phase")
+
+    @property
+    def searches(self) -> np.ndarray:
+        return self._cat("searches")
+
+    def reset(self, episodes: np.ndarray) -> list | np.ndarray:
+        out = [c.reset(e) for c, e in zip(self.cores, self._parts(episodes), strict=True)]
+        return [p for part in out for p in part] if self.grain == "token" else np.concatenate(out)
+
+    def step(self, actions: np.ndarray, rngs: Sequence[np.random.Generator], active: np.ndarray | None = None):
+        acts = self._parts(actions)
+        if self.grain == "tabular":
+            outs = [c.step(a, r) for c, a, r in zip(self.cores, acts, rngs, strict=True)]
+            return tuple(np.concatenate(x) for x in zip(*outs, strict=True))
+        live = self._parts(active) if active is not None else [None] * len(self.cores)
+        outs = [c.step(a, r, active=m) for c, a, r, m in zip(self.cores, acts, rngs, live, strict=True)]
+        return TokenStep(*(np.concatenate([getattr(o, f.name) for o in outs]) for f in dataclasses.fields(TokenStep)))
+
+
+class Agent(Protocol):
+    """What the driver asks of whoever plays: see ``testbed.envs.agents`` and ``PolicyAgent``."""
+
+    grain: str
+
+    def begin(self, core: Any) -> None: ...
+
+    def propose(self, inputs: torch.Tensor) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]: ...
+
+    def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None: ...
 
 
 def _generator_for(policy: Policy, gen: torch.Generator) -> torch.Generator:
@@ -32,25 +96,59 @@ def _generator_for(policy: Policy, gen: torch.Generator) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+class PolicyAgent:
+    """A policy sampled (or decoded greedily); each member's rows sample with that member's generator."""
+
+    def __init__(
+        self, policy: Policy, gens: torch.Generator | Sequence[torch.Generator], greedy: bool = False
+    ) -> None:
+        self.policy, self.greedy, self.grain = policy, greedy, policy.grain
+        gens = [gens] if isinstance(gens, torch.Generator) else list(gens)
+        if len(gens) != policy.members:
+            raise ValueError(f"{len(gens)} generators for a policy of {policy.members} members")
+        self.gens = [_generator_for(policy, g) for g in gens]
+
+    def begin(self, core: Core) -> None:
+        self.state = self.policy.start(core.batch_size)
+
+    def propose(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = torch.log_softmax(self.policy.next_logits(inputs, self.state).float(), -1)
+        if self.greedy:
+            tok = logp.argmax(-1)
+        else:
+            probs = logp.exp().chunk(len(self.gens))
+            tok = torch.cat(
+                [torch.multinomial(p, 1, generator=g).squeeze(-1) for p, g in zip(probs, self.gens, strict=True)]
+            )
+        return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
+
+    def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None:
+        pass
+
+
 @torch.no_grad()
-def rollout(
-    policy: Policy,
-    core: TokenSearchBatch | TabularSearchBatch,
-    questions: np.ndarray,
-    group_ids: np.ndarray,
-    rng: np.random.Generator,
-    gen: torch.Generator,
-    greedy: bool = False,
-) -> Batch:
-    """One episode per question (questions repeat G times for GRPO groups)."""
-    if policy.grain == "tabular":
-        return _rollout_tabular(policy, core, questions, group_ids, rng, gen, greedy)
-    return _rollout_tokens(policy, core, questions, group_ids, rng, gen, greedy)
+def rollout(agent: Agent, core: Core | MemberCores, episodes: np.ndarray, group_ids: np.ndarray, rng: Rng) -> Batch:
+    """One episode per row on ``episodes`` (ids repeat G times for GRPO groups); ``rng`` drives the
+    environment (retrieval noise): one generator, or one per member for ``MemberCores``.
+
+    A single core's batch is cut after its last written position; a population's keeps the whole
+    capacity, so that one member's episode lengths never change another's tensor shapes.
+    """
+    if core.grain == "tabular":
+        return _rollout_tabular(agent, core, episodes, group_ids, rng)
+    return _rollout_tokens(agent, core, episodes, group_ids, rng)
 
 
-def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, gen, greedy) -> Batch:
-    b = len(questions)
-    prompts = core.reset(questions)
+def _segment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Segment of each written token from the phase before and after it (tags belong inside)."""
+    phase = np.where(before != FREE, before, after)
+    return np.select([phase == SEARCH, phase == PHASE_ANSWER], [SEARCH_CALL, ANSWER], OTHER)
+
+
+def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, rng) -> Batch:
+    b = len(episodes)
+    prompts = core.reset(episodes)
+    agent.begin(core)
     cap = core.capacity
     qcap = max(core.info_len, *(len(p) for p in prompts))
     queue = np.zeros((b, qcap), dtype=np.int64)
@@ -62,27 +160,29 @@ def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, g
     tokens[:, 0] = torch.as_tensor(queue[:, 0])
     mask = torch.zeros(b, cap)
     blp = torch.zeros(b, cap)
+    segment = np.zeros((b, cap), dtype=np.int8)
     rewards = np.zeros(b)
-    state = policy.start(b)
-    sample_gen = _generator_for(policy, gen)
     rows = np.arange(b)
     end = cap
     for pos in range(1, cap):
         forced = q_pos < q_len
         if core.done.all() and not forced.any():
-            end = pos
+            end = pos if not isinstance(core, MemberCores) else cap
             break
-        sampled, logp = _sample(policy.next_logits(tokens[:, pos - 1], state), sample_gen, greedy)
+        proposed, logp = agent.propose(tokens[:, pos - 1])
         writes = ~forced & ~core.done
         queued = queue[rows, np.minimum(q_pos, qcap - 1)]
-        tok = np.where(forced, queued, np.where(writes, sampled.numpy(), core.vocab.pad))
+        tok = np.where(forced, queued, np.where(writes, np.asarray(proposed), core.vocab.pad))
         q_pos += forced
+        before = np.array(core.phase)
         out = core.step(tok, rng, active=writes)
+        agent.commit(tok, writes)
         rewards += out.reward
         w = torch.as_tensor(writes)
         tokens[:, pos] = torch.as_tensor(tok)
         mask[:, pos] = w.float()
-        blp[:, pos] = torch.where(w, logp, 0.0)
+        blp[:, pos] = torch.where(w, torch.as_tensor(logp, dtype=torch.float32), 0.0)
+        segment[:, pos] = np.where(writes, _segment(before, core.phase), OTHER)
         got = out.obs_len > 0
         queue[got] = out.obs[got]
         q_len[got] = out.obs_len[got]
@@ -93,38 +193,45 @@ def _rollout_tokens(policy, core: TokenSearchBatch, questions, group_ids, rng, g
         behaviour_log_probs=blp[:, :end],
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
         group_ids=torch.as_tensor(group_ids),
-        question_ids=torch.as_tensor(questions),
         searches=torch.as_tensor(core.searches.copy()),
+        segment=torch.as_tensor(segment[:, :end]),
     )
 
 
-def _rollout_tabular(policy, core: TabularSearchBatch, questions, group_ids, rng, gen, greedy) -> Batch:
-    b = len(questions)
-    obs = core.reset(questions)
+def _rollout_tabular(agent: Agent, core: TabularSearchBatch, episodes, group_ids, rng) -> Batch:
+    b = len(episodes)
+    obs = core.reset(episodes)
+    agent.begin(core)
     horizon = core.config.max_turns + 1
+    n_r = core.world.config.n_relations
     states = torch.zeros(b, horizon, dtype=torch.long)
     actions = torch.zeros(b, horizon, dtype=torch.long)
     mask = torch.zeros(b, horizon)
     blp = torch.zeros(b, horizon)
     rewards = np.zeros(b)
     for t in range(horizon):
-        live = torch.as_tensor(~core.done)
+        live = ~core.done
         if not live.any():
             break
         s = torch.as_tensor(obs)
-        act, logp = _sample(policy.next_logits(s, None), gen, greedy)
-        obs, reward, _, _ = core.step(act.numpy(), rng)
+        act, logp = agent.propose(s)
+        act = np.asarray(act)
+        obs, reward, _, _ = core.step(act, rng)
+        agent.commit(act, live)
         rewards += reward
-        states[:, t], actions[:, t] = s, act
-        mask[:, t] = live.float()
-        blp[:, t] = torch.where(live, logp, 0.0)
+        states[:, t], actions[:, t] = s, torch.as_tensor(act)
+        mask[:, t] = torch.as_tensor(live, dtype=torch.float32)
+        blp[:, t] = torch.where(torch.as_tensor(live), torch.as_tensor(logp, dtype=torch.float32), 0.0)
+    search = (actions >= 0) & (actions < n_r)
+    answer = (actions == n_r) | (actions == n_r + 1)
+    segment = torch.where(search, SEARCH_CALL, torch.where(answer, ANSWER, OTHER)).to(torch.int8) * (mask > 0)
     return Batch(
         tokens=actions,
         mask=mask,
         behaviour_log_probs=blp,
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
         group_ids=torch.as_tensor(group_ids),
-        question_ids=torch.as_tensor(questions),
-        searches=torch.as_tensor(core.hops_done.copy()),
+        searches=torch.as_tensor(core.searches.copy()),
+        segment=segment,
         states=states,
     )

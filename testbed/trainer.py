@@ -1,10 +1,16 @@
-"""The GRPO-family trainer: one loop for every registered objective, with ISDD diagnostics.
+"""The GRPO-family trainer: one loop for every registered objective, for one run or a population.
 
-Per update: sample G responses for each of Q training questions (from a policy ``staleness``
-updates old), compute rewards and group advantages, fix the old log-probs (recomputed by the
-current policy, or the rollout's own, perturbed by ``mismatch_std`` as between an inference engine
-and a trainer), then take ``epochs x minibatches`` optimizer steps on the chosen objective. Each
-update yields one tidy row of diagnostics.
+Per update: each member samples G responses for each of Q training episodes (from a policy
+``staleness`` updates old), computes rewards and group advantages, fixes the old log-probs
+(recomputed by the current policy, or the rollout's own, perturbed by ``mismatch_std`` as between
+an inference engine and a trainer), then takes ``epochs x minibatches`` optimizer steps on its
+objective. Each update yields one tidy row of diagnostics per member.
+
+A population is K runs that share task, policy shape and trainer settings and differ in seed (and
+objective): one policy with a member dimension serves them all (see ``policies.transformer``), while
+each member keeps its own episodes, random streams, minibatch order, objective call, gradient clip
+and rows; Adam is elementwise, so one Adam over the stacked weights is K independent Adams. A single
+run is a population of one.
 """
 
 from __future__ import annotations
@@ -12,10 +18,8 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import functools
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,13 +27,12 @@ import torch
 from testbed.advantages import ADV_ESTIMATORS, group_advantages
 from testbed.aggregation import aggregate
 from testbed.batch import Batch
-from testbed.config import check_choice, check_positive, check_range, config_hash, fail, to_dict
-from testbed.diagnostics import detect_collapse, mean_rows
-from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
+from testbed.config import check_choice, check_positive, check_range, fail
+from testbed.diagnostics import detect_collapse, isdd_signals, mean_rows
+from testbed.envs import World
 from testbed.objectives import ObjectiveConfig, get_objective
-from testbed.policies import Policy, PolicyConfig, build_policy
-from testbed.rollout import rollout
-from testbed.warmstart import WarmStartConfig, warm_start
+from testbed.policies import Policy
+from testbed.rollout import MemberCores, PolicyAgent, rollout
 
 OLD_LOG_PROBS = ("recompute", "rollout")
 
@@ -45,8 +48,8 @@ class TrainerConfig:
     lr: float = 5e-3
     max_grad_norm: float = 1.0
     entropy_coef: float = 0.0
-    eval_every: int = 4
-    eval_samples: int = 4
+    eval_every: int = 5
+    eval_episodes: int = 512
     collapse_frac: float = 0.5
     collapse_min_peak: float = 0.1
     # drift knobs
@@ -58,30 +61,14 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "n_updates", "questions_per_batch", "group_size", "lr", "max_grad_norm")
-        check_positive(self, "eval_every", "eval_samples", "epochs", "minibatches")
+        check_positive(self, "eval_every", "eval_episodes", "epochs", "minibatches")
         check_positive(self, "entropy_coef", "mismatch_std", "staleness", allow_zero=True)
         check_choice(self, "advantage", ADV_ESTIMATORS)
         check_choice(self, "old_log_probs", OLD_LOG_PROBS)
         check_range(self, "collapse_frac", 0.0, 1.0)
+        check_range(self, "collapse_min_peak", 0.0, 1.0)
         if self.minibatches > self.questions_per_batch * self.group_size:
             fail(self, "minibatches", self.minibatches, "must not exceed questions_per_batch * group_size")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything one training run depends on; its hash keys the run's results."""
-
-    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
-    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
-    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
-    warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
-    seed: int = 0
-
-
-def make_core(cfg: RunConfig, batch_size: int, *, world: World) -> TokenSearchBatch | TabularSearchBatch:
-    core_type = TabularSearchBatch if cfg.policy.kind == "tabular" else TokenSearchBatch
-    return core_type(cfg.task, batch_size, world)
 
 
 @dataclasses.dataclass
@@ -91,50 +78,67 @@ class RunResult:
     collapse_step: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """What distinguishes one member of a population: its seed and its objective."""
+
+    seed: int
+    objective: ObjectiveConfig
+
+
+def clip_grad_norm_per_member(params: Sequence[torch.Tensor], max_norm: float, members: int) -> torch.Tensor:
+    """Clip each member's gradient (the slices ``p.grad[k]``) to ``max_norm`` on its own, as
+    ``torch.nn.utils.clip_grad_norm_`` does for one model; returns the K norms before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    sq = torch.stack([g.reshape(members, -1).pow(2).sum(1) for g in grads]).sum(0)
+    norms = sq.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(members, *([1] * (g.dim() - 1))))
+    return norms
+
+
 class Trainer:
-    """Holds the policy, optimizer, environments and generators of one run."""
+    """The loop over given parts: a policy with one member per ``members`` entry, the world
+    episodes come from, and ``make_core(batch_size, closed_book)`` building one environment core."""
 
     def __init__(
         self,
-        cfg: RunConfig,
-        cache_dir: Path | None = None,
-        policy: Policy | None = None,
-        make_batch: Callable[[int], TokenSearchBatch | TabularSearchBatch] | None = None,
-        splits: tuple[np.ndarray, np.ndarray] | None = None,
+        tc: TrainerConfig,
+        members: Sequence[Member],
+        policy: Policy,
+        world: World,
+        make_core: Callable[..., object],
     ) -> None:
-        """Build everything from ``cfg``, or run ``cfg``'s loop on given parts: a ``policy``, a
-        factory of environment batches ``make_batch(n)`` and the (train, held-out) question ids."""
-        self.cfg = cfg
-        tc = cfg.trainer
-        torch.manual_seed(cfg.seed)
-        if policy is None:
-            world = World(cfg.task.world)
-            make_batch = functools.partial(make_core, cfg, world=world)
-            splits = (world.train, world.held_out)
-            probe = make_batch(1)
-            policy = build_policy(cfg.policy, probe)
-            if cfg.warm_start.steps:
-                key = {"task": cfg.task, "policy": cfg.policy}
-                warm_start(policy, probe, cfg.warm_start, key, cfg.seed, cache_dir)
-        elif make_batch is None or splits is None:
-            raise ValueError("make_batch and splits: both are needed with a given policy")
-        self.policy, self.make_batch = policy, make_batch
-        self.train_ids, self.held_out_ids = splits
-        self.core = make_batch(tc.questions_per_batch * tc.group_size)
-        self.reference = copy.deepcopy(self.policy) if cfg.objective.ref_kl_coef > 0 else None
-        self.objective = get_objective(cfg.objective.name)
-        self.opt = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=tc.lr)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.eval_rng = np.random.default_rng(cfg.seed + 1)
-        self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        if policy.members != len(members):
+            raise ValueError(f"policy has {policy.members} members, the run list {len(members)}")
+        self.tc, self.members, self.policy, self.world = tc, list(members), policy, world
+        k, n = len(members), tc.questions_per_batch * tc.group_size
+        self.cores = MemberCores([make_core(n) for _ in range(k)])
+        n_eval = len(world.eval_ids(tc.eval_episodes))
+        self.eval_cores = {
+            closed: MemberCores([make_core(n_eval, closed_book=closed) for _ in range(k)]) for closed in (False, True)
+        }
+        needs_ref = any(m.objective.ref_kl_coef > 0 for m in members)
+        self.reference = copy.deepcopy(policy) if needs_ref else None
+        self.objectives = [get_objective(m.objective.name) for m in members]
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=tc.lr)
+        self.rngs = [np.random.default_rng(m.seed) for m in members]
+        self.gens = [torch.Generator().manual_seed(m.seed) for m in members]
+        self.eval_rngs = [np.random.default_rng(m.seed + 1) for m in members]
+        self.eval_gens = [torch.Generator().manual_seed(m.seed + 1) for m in members]
         self.history: collections.deque = collections.deque(maxlen=tc.staleness + 1)  # stale snapshots
         self.optimizer_steps = 0
+
+    @property
+    def k(self) -> int:
+        return len(self.members)
 
     # -- one update ------------------------------------------------------------------------------
     def _behaviour_policy(self) -> Policy:
         """The policy ``staleness`` updates old (the current one while history is short)."""
-        if self.cfg.trainer.staleness == 0:
+        if self.tc.staleness == 0:
             return self.policy  # no snapshot: on-policy needs none, and a large model's costs a copy
         self.history.append(copy.deepcopy(self.policy.state_dict()))
         stale = copy.deepcopy(self.policy)
@@ -142,124 +146,152 @@ class Trainer:
         return stale
 
     def collect(self) -> Batch:
-        tc = self.cfg.trainer
-        questions = np.repeat(self.rng.choice(self.train_ids, tc.questions_per_batch), tc.group_size)
-        groups = np.repeat(np.arange(tc.questions_per_batch), tc.group_size)
-        return rollout(self._behaviour_policy(), self.core, questions, groups, self.rng, self.gen)
+        """Q training episodes x G responses per member; group ids are unique across members."""
+        q, g = self.tc.questions_per_batch, self.tc.group_size
+        episodes = np.concatenate([np.repeat(self.world.train_ids(rng, q), g) for rng in self.rngs])
+        groups = np.repeat(np.arange(self.k * q), g)
+        agent = PolicyAgent(self._behaviour_policy(), self.gens)
+        return rollout(agent, self.cores, episodes, groups, self.rngs)
 
-    def old_log_probs(self, batch: Batch) -> torch.Tensor:
-        tc = self.cfg.trainer
-        if tc.old_log_probs == "recompute":
-            with torch.no_grad():
-                old, _ = self.policy.score(batch)
-        else:
-            old = batch.behaviour_log_probs.clone()
-        if tc.mismatch_std > 0:
-            noise = torch.randn(old.shape, generator=self.gen) * tc.mismatch_std
-            old = old + noise * batch.mask
-        return old
+    @torch.no_grad()
+    def old_log_probs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's old log-probs, and the current policy's own before this update."""
+        before, _ = self.policy.score(batch)
+        old = before if self.tc.old_log_probs == "recompute" else batch.behaviour_log_probs
+        if self.tc.mismatch_std > 0:
+            n = len(batch) // self.k
+            noise = torch.cat([torch.randn((n, old.shape[1]), generator=gen) for gen in self.gens])
+            old = old + noise * self.tc.mismatch_std * batch.mask
+        return old, before
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        tc, ocfg = self.cfg.trainer, self.cfg.objective
+    def _minibatches(self, n: int) -> list[torch.Tensor]:
+        """Row indices of each minibatch: chunk i of every member's own permutation."""
+        chunks = [
+            torch.chunk(torch.randperm(n, generator=gen) + k * n, self.tc.minibatches)
+            for k, gen in enumerate(self.gens)
+        ]
+        return [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+
+    def update(self, batch: Batch) -> list[dict[str, float]]:
+        """``epochs x minibatches`` optimizer steps; one diagnostics row per member."""
+        tc, k = self.tc, self.k
         adv = group_advantages(batch.rewards, batch.group_ids, tc.advantage)
-        old = self.old_log_probs(batch)
+        old, before = self.old_log_probs(batch)
         ref = None
         if self.reference is not None:
             with torch.no_grad():
                 ref, _ = self.reference.score(batch)
-        steps = []
+        steps: list[list[dict]] = [[] for _ in range(k)]
+        n = len(batch) // k
         for _ in range(tc.epochs):
-            perm = torch.randperm(len(batch), generator=self.gen)
-            for idx in torch.chunk(perm, tc.minibatches):
+            for idx in self._minibatches(n):
                 mb = batch.select(idx)
                 logp, entropy = self.policy.score(mb)
-                loss, metrics = self.objective(
-                    logp, old[idx], adv[idx], mb.mask, None if ref is None else ref[idx], config=ocfg
-                )
-                ent = aggregate(entropy, mb.mask, "token-mean")
-                if tc.entropy_coef:
-                    loss = loss - tc.entropy_coef * ent
+                m = len(idx) // k
+                total = 0.0
+                for j in range(k):
+                    rows = slice(j * m, (j + 1) * m)
+                    loss, metrics = self.objectives[j](
+                        logp[rows],
+                        old[idx[rows]],
+                        adv[idx[rows]],
+                        mb.mask[rows],
+                        None if ref is None else ref[idx[rows]],
+                        config=self.members[j].objective,
+                        rollout_log_probs=batch.behaviour_log_probs[idx[rows]],
+                    )
+                    ent = aggregate(entropy[rows], mb.mask[rows], "token-mean")
+                    if tc.entropy_coef:
+                        loss = loss - tc.entropy_coef * ent
+                    total = total + loss
+                    steps[j].append({**metrics, "loss": float(loss.detach()), "entropy": float(ent.detach())})
                 self.opt.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tc.max_grad_norm)
+                total.backward()
+                norms = clip_grad_norm_per_member(self.params, tc.max_grad_norm, k)
                 self.opt.step()
                 self.optimizer_steps += 1
-                steps.append({**metrics, "entropy": float(ent.detach()), "grad_norm": float(grad_norm)})
-        row = mean_rows(steps)
-        row["grad_norm_max"] = max(s["grad_norm"] for s in steps)
-        row["adv_zero_frac"] = float((adv == 0).float().mean())
-        return row
+                for j in range(k):
+                    steps[j][-1]["grad_norm"] = float(norms[j])
+        pooled = self._pooled_signals(batch, old, before, adv)
+        rows = []
+        for j in range(k):
+            row = mean_rows(steps[j])
+            row["grad_norm_max"] = max(s["grad_norm"] for s in steps[j])
+            row["adv_zero_frac"] = float((adv[j * n : (j + 1) * n] == 0).float().mean())
+            rows.append({**row, **pooled[j]})
+        return rows
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Held-out EM, greedy (one episode per question) and sampled (eval_samples each)."""
-        n = self.cfg.trainer.eval_samples
-        out = {}
-        for name, reps, greedy in (("greedy", 1, True), ("sampled", n, False)):
-            qs = np.repeat(self.held_out_ids, reps)
-            core = self.make_batch(len(qs))
-            b = rollout(
-                self.policy, core, qs, np.arange(len(qs)), self.eval_rng, self.eval_gen, greedy=greedy
+    def _pooled_signals(
+        self, batch: Batch, old: torch.Tensor, before: torch.Tensor, adv: torch.Tensor
+    ) -> list[dict[str, float]]:
+        """The mechanism diagnostics over the whole update (all tokens of the batch at once), per member."""
+        new, _ = self.policy.score(batch)
+        n = len(batch) // self.k
+        out = []
+        for j in range(self.k):
+            rows = slice(j * n, (j + 1) * n)
+            out.append(
+                isdd_signals(
+                    new[rows] - old[rows],
+                    new[rows] - before[rows],
+                    adv[rows],
+                    batch.mask[rows],
+                    batch.segment[rows],
+                    self.members[j].objective.sapo_tau,
+                )
             )
-            out[f"eval_em_{name}"] = float((b.rewards >= 1.0).float().mean())
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> list[dict[str, float]]:
+        """EM on the evaluation episodes (never trained on): greedy, sampled, and sampled with
+        retrieval replaced by random documents (the closed-book probe), each with its standard error."""
+        ids = self.world.eval_ids(self.tc.eval_episodes)
+        episodes = np.tile(ids, self.k)
+        groups = np.arange(len(episodes))
+        out: list[dict[str, float]] = [{} for _ in range(self.k)]
+        for name, greedy, closed in (("greedy", True, False), ("sampled", False, False), ("closed_book", False, True)):
+            agent = PolicyAgent(self.policy, self.eval_gens, greedy=greedy)
+            b = rollout(agent, self.eval_cores[closed], episodes, groups, self.eval_rngs)
+            hits = (b.rewards >= 1.0).double().view(self.k, -1)
+            for j in range(self.k):
+                p, m = float(hits[j].mean()), hits.shape[1]
+                out[j][f"eval_em_{name}"] = p
+                out[j][f"eval_em_{name}_se"] = (p * (1 - p) / m) ** 0.5
         return out
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self, on_row: Callable[[dict], None] | None = None) -> RunResult:
-        """Evaluate the start, then ``n_updates`` updates; ``on_row`` sees each row as it is made."""
-        tc = self.cfg.trainer
+    def run(self, on_rows: Callable[[list[dict]], None] | None = None) -> list[RunResult]:
+        """Evaluate the start, then ``n_updates`` updates; ``on_rows`` sees each update's member rows."""
+        tc = self.tc
         start = time.perf_counter()
-        rows = [{"update": 0, "optimizer_steps": 0, **self.evaluate(), "wall_time": 0.0}]
+        rows = [[{"update": 0, "optimizer_steps": 0, **ev, "wall_time": 0.0}] for ev in self.evaluate()]
         for u in range(1, tc.n_updates + 1):
             batch = self.collect()
-            row = {"update": u, **self.update(batch)}
-            row["train_reward"] = float(batch.rewards.mean())
-            row["searches_per_episode"] = float(batch.searches.float().mean())
-            row["response_length"] = float(batch.mask.sum(1).mean())
-            row["optimizer_steps"] = self.optimizer_steps
-            if u % tc.eval_every == 0 or u == tc.n_updates:
-                row.update(self.evaluate())
-            row["wall_time"] = time.perf_counter() - start
-            rows.append(row)
-            if on_row:
-                on_row(row)
+            new = self.update(batch)
+            n = len(batch) // self.k
+            evals = self.evaluate() if u % tc.eval_every == 0 or u == tc.n_updates else [{}] * self.k
+            for j in range(self.k):
+                part = slice(j * n, (j + 1) * n)
+                new[j] = {
+                    "update": u,
+                    **new[j],
+                    "train_reward": float(batch.rewards[part].mean()),
+                    "searches_per_episode": float(batch.searches[part].float().mean()),
+                    "response_length": float(batch.mask[part].sum(1).mean()),
+                    "optimizer_steps": self.optimizer_steps,
+                    **evals[j],
+                    "wall_time": time.perf_counter() - start,
+                }
+                rows[j].append(new[j])
+            if on_rows:
+                on_rows(new)
+        return [self._result(r) for r in rows]
+
+    def _result(self, rows: list[dict]) -> RunResult:
         em = [r.get("eval_em_sampled", float("nan")) for r in rows]
         collapsed, step = detect_collapse(
-            em, [r["update"] for r in rows], tc.collapse_frac, tc.collapse_min_peak
+            em, [r["update"] for r in rows], self.tc.collapse_frac, self.tc.collapse_min_peak
         )
         return RunResult(rows, collapsed, step)
-
-
-def flat_config(cfg: RunConfig) -> dict[str, object]:
-    """The run's config as dotted columns (``objective.tau`` ...), for tidy result tables."""
-    out: dict[str, object] = {}
-
-    def walk(prefix: str, node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = node if not isinstance(node, list | tuple) else str(tuple(node))
-
-    walk("", to_dict(cfg))
-    return out
-
-
-def train(
-    cfg: RunConfig, cache_dir: Path | None = None, trainer: Trainer | None = None
-) -> tuple[list[dict], dict]:
-    """Run one config (or a prepared ``trainer`` for it); returns tidy rows and a summary record."""
-    result = (trainer or Trainer(cfg, cache_dir)).run()
-    key = config_hash(cfg)
-    columns = {"run": key, **flat_config(cfg)}
-    rows = [{**columns, **r} for r in result.rows]
-    em = [r["eval_em_sampled"] for r in result.rows if "eval_em_sampled" in r]
-    summary = {
-        **columns,
-        "warm_em": em[0],
-        "peak_em": max(em),
-        "final_em": em[-1],
-        "collapsed": result.collapsed,
-        "collapse_step": result.collapse_step,
-    }
-    return rows, summary

@@ -1,9 +1,11 @@
-"""Warm start: supervised pre-training on imperfect oracle demonstrations, cached per config.
+"""The base policy of a study: supervised pre-training on imperfect oracle demonstrations, cached.
 
 RL from scratch on a sparse search reward learns nothing; real search-agent runs start from an
 instruct model that already uses the format and sometimes searches well. The stand-in: the oracle
 agent writes demonstrations, each of its words replaced by a random one with ``error_rate``, and
-the policy is trained to imitate them (NLL on the agent's tokens only).
+the policy is trained to imitate them (NLL on the agent's tokens only). Every RL run of a study
+starts from the same base, as every run of a real study starts from one instruct model: the base
+is keyed by task, policy and this config (its own ``seed`` included), never by the RL seed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,102 +22,34 @@ import torch
 
 from testbed.aggregation import aggregate
 from testbed.batch import Batch
-from testbed.config import check_positive, check_range, config_hash
-from testbed.envs import TabularSearchBatch, TokenSearchBatch
-from testbed.envs.baselines import TokenOracle, tabular_oracle
+from testbed.config import check_positive, check_range, check_seed, config_hash
+from testbed.envs.agents import TabularOracle, TokenOracle
 from testbed.policies import Policy
+from testbed.rollout import Core, rollout
+
+# Bumped when the cached weights' layout or meaning changes, so old caches are never reused.
+CACHE_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
     error_rate: float = 0.25
-    steps: int = 300
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_range(self, "error_rate", 0.0, 1.0)
         check_positive(self, "batch_size", "lr")
         check_positive(self, "steps", allow_zero=True)
+        check_seed(self, "seed")
 
 
-def demonstrations(
-    core: TokenSearchBatch | TabularSearchBatch,
-    questions: np.ndarray,
-    error_rate: float,
-    rng: np.random.Generator,
-) -> Batch:
-    """Oracle episodes (with errors) on ``questions`` as a Batch."""
-    if isinstance(core, TabularSearchBatch):
-        return _tabular_demos(core, questions, error_rate, rng)
-    return _token_demos(core, questions, error_rate, rng)
-
-
-def _token_demos(core: TokenSearchBatch, questions, error_rate, rng) -> Batch:
-    b = len(questions)
-    prompts = core.reset(questions)
-    oracle = TokenOracle(core, error_rate)
-    oracle.reset()
-    cap = core.capacity
-    tokens = np.full((b, cap), core.vocab.pad, dtype=np.int64)
-    mask = np.zeros((b, cap), dtype=np.float32)
-    length = np.zeros(b, dtype=np.int64)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = p
-        length[i] = len(p)
-    rewards = np.zeros(b)
-    rows = np.arange(b)
-    while not core.done.all():
-        tok = oracle.act(rng)
-        live = ~core.done
-        out = core.step(tok, rng)
-        oracle.observe(np.where(live, tok, -1))
-        rewards += out.reward
-        tokens[rows[live], length[live]] = tok[live]
-        mask[rows[live], length[live]] = 1.0
-        length += live
-        for i in np.flatnonzero(out.obs_len):
-            n = out.obs_len[i]
-            tokens[i, length[i] : length[i] + n] = out.obs[i, :n]
-            length[i] += n
-    end = int(length.max())
-    return Batch(
-        tokens=torch.as_tensor(tokens[:, :end]),
-        mask=torch.as_tensor(mask[:, :end]),
-        behaviour_log_probs=torch.zeros(b, end),
-        rewards=torch.as_tensor(rewards, dtype=torch.float32),
-        group_ids=torch.arange(b),
-        question_ids=torch.as_tensor(questions),
-        searches=torch.as_tensor(core.searches.copy()),
-    )
-
-
-def _tabular_demos(core: TabularSearchBatch, questions, error_rate, rng) -> Batch:
-    b = len(questions)
-    obs = core.reset(questions)
-    horizon = core.config.max_turns + 1
-    states = np.zeros((b, horizon), dtype=np.int64)
-    actions = np.zeros((b, horizon), dtype=np.int64)
-    mask = np.zeros((b, horizon), dtype=np.float32)
-    rewards = np.zeros(b)
-    for t in range(horizon):
-        live = ~core.done
-        act = tabular_oracle(core)
-        noisy = rng.random(b) < error_rate
-        act[noisy] = rng.integers(0, core.n_actions, noisy.sum())
-        states[:, t], actions[:, t], mask[:, t] = obs, act, live
-        obs, reward, _, _ = core.step(act, rng)
-        rewards += reward
-    return Batch(
-        tokens=torch.as_tensor(actions),
-        mask=torch.as_tensor(mask),
-        behaviour_log_probs=torch.zeros(b, horizon),
-        rewards=torch.as_tensor(rewards, dtype=torch.float32),
-        group_ids=torch.arange(b),
-        question_ids=torch.as_tensor(questions),
-        searches=torch.as_tensor(core.hops_done.copy()),
-        states=torch.as_tensor(states),
-    )
+def demonstrations(core: Core, episodes: np.ndarray, error_rate: float, rng: np.random.Generator) -> Batch:
+    """Oracle episodes (with errors) on ``episodes``, through the same driver as any rollout."""
+    oracle = TabularOracle if core.grain == "tabular" else TokenOracle
+    return rollout(oracle(error_rate, rng), core, episodes, np.arange(len(episodes)), rng)
 
 
 def imitate(policy: Policy, demos: Callable[[], Batch], cfg: WarmStartConfig) -> list[float]:
@@ -136,31 +71,42 @@ def imitate(policy: Policy, demos: Callable[[], Batch], cfg: WarmStartConfig) ->
     return losses
 
 
-def warm_start(
-    policy: Policy,
-    core: TokenSearchBatch | TabularSearchBatch,
+def cache_path(cache_dir: Path, key: object, cfg: WarmStartConfig) -> Path:
+    return Path(cache_dir) / f"base-{config_hash({'key': key, 'warm_start': cfg, 'format': CACHE_FORMAT})}.pt"
+
+
+def base_policy(
+    build: Callable[[], Policy],
+    make_core: Callable[[int], Core],
     cfg: WarmStartConfig,
     key: object,
-    seed: int,
     cache_dir: Path | None,
-) -> None:
-    """Load the warm-started weights for (``key``, cfg, seed) from the cache, or train and cache them."""
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"warm-{config_hash({'key': key, 'warm_start': cfg, 'seed': seed})}.pt"
-        if path.exists():
-            policy.load_state_dict(torch.load(path, weights_only=True))
-            return
-    rng = np.random.default_rng(seed + 7919)
-    demo_core = type(core)(core.config, cfg.batch_size, core.world)
-
-    def demos() -> Batch:
-        return demonstrations(demo_core, rng.choice(core.world.train, cfg.batch_size), cfg.error_rate, rng)
-
-    imitate(policy, demos, cfg)
+) -> Policy:
+    """The study's base policy: built by ``build`` (seeded by ``cfg.seed``), then loaded from the
+    cache for (``key``, cfg) or trained on demonstrations and cached."""
+    torch.manual_seed(cfg.seed)
+    policy = build()
+    if not cfg.steps:
+        return policy
+    path = cache_path(cache_dir, key, cfg) if cache_dir is not None else None
+    if path is not None and path.exists():
+        policy.load_state_dict(torch.load(path, weights_only=True))
+        return policy
+    core = make_core(cfg.batch_size)
+    rng = np.random.default_rng(cfg.seed + 7919)
+    imitate(policy, lambda: demonstrations(core, core.world.train_ids(rng, cfg.batch_size), cfg.error_rate, rng), cfg)
     if path is not None:
+        _save(policy, path)
+    return policy
+
+
+def _save(policy: Policy, path: Path) -> None:
+    """Atomic write (parallel workers never read half a file); an unwritable cache only warns."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         torch.save(policy.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: parallel workers never read a half-written file
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"base-policy cache {path.parent} not written ({err}); the base is retrained next time", stacklevel=2)

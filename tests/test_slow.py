@@ -9,7 +9,7 @@ import pytest
 from testbed.compare import run_compare
 from testbed.config import with_overrides
 from testbed.sweep import make_executor
-from testbed.trainer import RunConfig, train
+from testbed.run import RunConfig, train
 
 pytestmark = pytest.mark.slow
 

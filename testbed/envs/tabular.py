@@ -9,7 +9,9 @@ A search whose document comes back moves the belief along the relation; it advan
 question's chain only when it was the chain's next relation and the belief was still on the path.
 The observation is one integer encoding what the agent knows: the turn, the question's number of
 hops, the hops done, the next relation of the chain (or "done") and whether the last search found
-its document. Reward: EM of the answered entity; the episode truncates at the action past
+its document. What the agent has read is carried by the belief: the entity its last found document
+named, which the answer action ``R`` says. So the task stays solvable when every episode draws its
+own facts (procedural worlds): a state never needs to name an entity, only where the chain stands. Reward: EM of the answered entity; the episode truncates at the action past
 ``max_turns``. Rewards lie in [-format_penalty, 1].
 """
 
@@ -17,18 +19,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.envs.retriever import SimulatedRetriever
-from testbed.envs.tokens import TaskConfig
-from testbed.envs.world import World
+from testbed.envs.retriever import Retriever, SimulatedRetriever
+from testbed.envs.task import TaskConfig
+from testbed.envs.world import Episodes, World
 
 
 class TabularSearchBatch:
     """B independent episodes of the tabular task, stepped together."""
 
-    def __init__(self, config: TaskConfig, batch_size: int, world: World | None = None) -> None:
+    grain = "tabular"
+
+    def __init__(
+        self,
+        config: TaskConfig,
+        batch_size: int,
+        world: World | None = None,
+        retriever: Retriever | None = None,
+        closed_book: bool = False,
+    ) -> None:
+        """``closed_book``: every search returns random documents (see ``TokenSearchBatch``)."""
         self.config = config
         self.world = world or World(config.world)
-        self.retriever = SimulatedRetriever(self.world, config.retriever)
+        self.retriever = retriever or SimulatedRetriever(self.world, config.retriever)
+        self.closed_book = closed_book
+        self.ep: Episodes | None = None
         self.batch_size = batch_size
         wc = self.world.config
         self.n_actions = wc.n_relations + 2
@@ -41,30 +55,34 @@ class TabularSearchBatch:
         self.on_path = np.ones(b, dtype=bool)
         self.found = np.zeros(b, dtype=np.int64)
         self.turns = np.zeros(b, dtype=np.int64)
+        self.searches = np.zeros(b, dtype=np.int64)
         self.invalid = np.zeros(b, dtype=np.int64)
         self.done = np.ones(b, dtype=bool)
 
-    def reset(self, questions: np.ndarray) -> np.ndarray:
-        questions = np.asarray(questions, dtype=np.int64)
-        if questions.shape != (self.batch_size,):
-            raise ValueError(f"questions: expected shape ({self.batch_size},), got {questions.shape}")
-        self.question[:] = questions
-        self.belief[:] = self.world.questions["start"][questions]
+    def reset(self, episodes: np.ndarray) -> np.ndarray:
+        """Start one episode per environment on the given episode ids; returns the states."""
+        episodes = np.asarray(episodes, dtype=np.int64)
+        if episodes.shape != (self.batch_size,):
+            raise ValueError(f"episodes: expected shape ({self.batch_size},), got {episodes.shape}")
+        self.question[:] = episodes
+        self.ep = self.world.episodes(episodes)
+        self.belief[:] = self.ep.start
         self.hops_done[:] = 0
         self.on_path[:] = True
         self.found[:] = 0
         self.turns[:] = 0
+        self.searches[:] = 0
         self.invalid[:] = 0
         self.done[:] = False
         return self.observe()
 
     def observe(self) -> np.ndarray:
         """State index per environment."""
-        q = self.world.questions
-        hops = q["hops"][self.question]
+        ep = self.ep
+        hops = ep.hops
         nxt = np.where(
             self.hops_done < hops,
-            q["chain"][self.question, np.minimum(self.hops_done, q["chain"].shape[1] - 1)],
+            ep.chain[np.arange(self.batch_size), np.minimum(self.hops_done, ep.chain.shape[1] - 1)],
             self.world.config.n_relations,
         )
         idx = (np.minimum(self.turns, self.config.max_turns), hops - 1, self.hops_done, nxt, self.found)
@@ -84,11 +102,12 @@ class TabularSearchBatch:
         over = turn_acts & (self.turns >= self.config.max_turns)
         self.turns += turn_acts & ~over
         self.invalid += invalid
+        self.searches += search & ~over
         self._search(search & ~over, a, rng)
 
         guess = rng.integers(0, self.world.config.n_entities, self.batch_size)
         said = np.where(a == n_r, self.belief, guess)
-        gold = self.world.questions["answer"][self.question]
+        gold = self.ep.answer
         reward = (answer & (said == gold)).astype(float)
         truncated = over & ~answer
         ended = answer | truncated
@@ -104,14 +123,16 @@ class TabularSearchBatch:
         vocab, world = self.world.vocab, self.world
         rel = actions[rows]
         queries = np.stack([vocab.entity(self.belief[rows]), vocab.relation(rel)], axis=1)
-        docs = self.retriever.retrieve(queries, rng)
+        if self.closed_book:
+            docs = rng.integers(0, world.n_docs, (len(rows), self.retriever.top_k))
+        else:
+            docs = self.retriever.retrieve(queries, rng)
         hit = (docs == world.doc_id(self.belief[rows], rel)[:, None]).any(1)
-        q = world.questions
-        hops = q["hops"][self.question[rows]]
-        step = np.minimum(self.hops_done[rows], q["chain"].shape[1] - 1)
-        on_chain = (self.hops_done[rows] < hops) & (q["chain"][self.question[rows], step] == rel)
+        ep = self.ep
+        step = np.minimum(self.hops_done[rows], ep.chain.shape[1] - 1)
+        on_chain = (self.hops_done[rows] < ep.hops[rows]) & (ep.chain[rows, step] == rel)
         hit_rows = rows[hit]
         self.on_path[hit_rows] &= on_chain[hit]
         self.hops_done[hit_rows] += on_chain[hit] & self.on_path[hit_rows]
-        self.belief[hit_rows] = world.facts[self.belief[hit_rows], rel[hit]]
+        self.belief[hit_rows] = ep.facts[hit_rows, self.belief[hit_rows], rel[hit]]
         self.found[hit_rows] = 1

@@ -24,37 +24,11 @@ import dataclasses
 
 import numpy as np
 
-from testbed.config import check_choice, check_positive, check_range
-from testbed.envs.retriever import RetrieverConfig, SimulatedRetriever
-from testbed.envs.world import World, WorldConfig
+from testbed.envs.retriever import Retriever, SimulatedRetriever
+from testbed.envs.task import TaskConfig
+from testbed.envs.world import Episodes, World
 
 FREE, SEARCH, ANSWER = 0, 1, 2
-REWARDS = ("em", "f1")
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskConfig:
-    """The search task shared by both grains: world, retriever, turns and reward."""
-
-    world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
-    retriever: RetrieverConfig = dataclasses.field(default_factory=RetrieverConfig)
-    max_turns: int = 4
-    max_len: int = 64
-    max_query_len: int = 3
-    max_answer_len: int = 2
-    reward: str = "em"
-    format_penalty: float = 0.0
-    require_search: bool = False
-
-    def __post_init__(self) -> None:
-        check_positive(self, "max_turns", "max_len", "max_query_len", "max_answer_len")
-        check_range(self, "format_penalty", 0.0, 1.0)
-        check_choice(self, "reward", REWARDS)
-
-    @property
-    def info_len(self) -> int:
-        """Tokens of one retrieval observation: tags, k documents of 3 words, separators."""
-        return 2 + 4 * self.retriever.top_k - 1
 
 
 @dataclasses.dataclass
@@ -71,12 +45,25 @@ class TokenStep:
 class TokenSearchBatch:
     """B independent episodes of the token-level task, stepped together."""
 
-    def __init__(self, config: TaskConfig, batch_size: int, world: World | None = None) -> None:
+    grain = "token"
+
+    def __init__(
+        self,
+        config: TaskConfig,
+        batch_size: int,
+        world: World | None = None,
+        retriever: Retriever | None = None,
+        closed_book: bool = False,
+    ) -> None:
+        """``closed_book``: every search returns random documents of the episode's world (the
+        probe of what the policy answers without searching)."""
         self.config = config
         self.world = world or World(config.world)
         self.vocab = self.world.vocab
-        self.retriever = SimulatedRetriever(self.world, config.retriever)
+        self.retriever = retriever or SimulatedRetriever(self.world, config.retriever)
+        self.closed_book = closed_book
         self.info_len = config.info_len
+        self.ep: Episodes | None = None
         self._alloc(batch_size)
 
     @property
@@ -98,15 +85,19 @@ class TokenSearchBatch:
         self.done = np.ones(b, dtype=bool)
         self.last_docs = np.full((b, cfg.retriever.top_k), -1, dtype=np.int64)
 
-    def prompt_tokens(self, question: int) -> list[int]:
-        return self.world.question_tokens(question)
+    def prompt_tokens(self, row: int) -> list[int]:
+        return self.world.question_tokens(self.ep, row)
 
-    def reset(self, questions: np.ndarray) -> list[list[int]]:
-        """Start one episode per environment on the given question ids; returns the prompts."""
-        questions = np.asarray(questions, dtype=np.int64)
-        if questions.shape != (self.batch_size,):
-            raise ValueError(f"questions: expected shape ({self.batch_size},), got {questions.shape}")
-        self.question[:] = questions
+    def load_episodes(self, ids: np.ndarray) -> None:
+        self.ep = self.world.episodes(ids)
+
+    def reset(self, episodes: np.ndarray) -> list[list[int]]:
+        """Start one episode per environment on the given episode ids; returns the prompts."""
+        episodes = np.asarray(episodes, dtype=np.int64)
+        if episodes.shape != (self.batch_size,):
+            raise ValueError(f"episodes: expected shape ({self.batch_size},), got {episodes.shape}")
+        self.question[:] = episodes
+        self.load_episodes(episodes)
         self.phase[:] = FREE
         self.seg[:] = -1
         self.seg_len[:] = 0
@@ -115,7 +106,7 @@ class TokenSearchBatch:
         self.invalid[:] = 0
         self.done[:] = False
         self.last_docs[:] = -1
-        prompts = [self.prompt_tokens(int(q)) for q in questions]
+        prompts = [self.prompt_tokens(i) for i in range(self.batch_size)]
         self.length[:] = [len(p) for p in prompts]
         return prompts
 
@@ -189,9 +180,12 @@ class TokenSearchBatch:
         """Write the retrieval observation of each searching row into ``obs``/``obs_len``."""
         v, k = self.vocab, self.config.retriever.top_k
         queries = self.seg[rows, : self.config.max_query_len]
-        docs = self.retriever.retrieve(queries, rng)
+        if self.closed_book:
+            docs = rng.integers(0, self.world.n_docs, (len(rows), k))
+        else:
+            docs = self.retriever.retrieve(queries, rng)
         self.last_docs[rows] = docs
-        triples = self.world.docs[docs]  # [n, k, 3]
+        triples = self.world.doc_triples(self.ep, rows, docs)  # [n, k, 3]
         words = np.stack(
             [
                 v.entity(triples[..., 0]),
@@ -209,7 +203,7 @@ class TokenSearchBatch:
     def _score(self, rows_mask: np.ndarray) -> np.ndarray:
         """EM or F1 of the closed answers against the single-word gold answers."""
         rows = np.flatnonzero(rows_mask)
-        gold = self.vocab.entity(self.world.questions["answer"][self.question[rows]])
+        gold = self.vocab.entity(self.ep.answer[rows])
         seg = self.seg[rows, : self.config.max_answer_len]
         n = self.seg_len[rows]
         if self.config.reward == "em":

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from testbed.config import check_positive, check_range, fail
+from testbed.config import check_choice, check_positive, check_range, check_seed, fail
 
 # Special tokens, in id order; words follow them.
 SPECIALS = (
@@ -28,26 +28,43 @@ SPECIALS = (
     ";",
     "<invalid>",
 )
+WORLD_KINDS = ("procedural", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
-    """Size and shape of the synthetic world. Same config and seed, same world."""
+    """Size and shape of the synthetic world, and whether facts are redrawn per episode.
 
+    ``kind="procedural"`` (default): every episode draws its own facts and question from its episode
+    id, so no answer can be memorised and only search solves the task; a share
+    ``parametric_share`` of the facts stays fixed across episodes (knowledge a model can hold "by
+    heart"). ``kind="fixed"``: one world of ``n_questions`` questions split into training and
+    held-out ones, the case of facts the model may memorise. Same config and seed, same episodes.
+    """
+
+    kind: str = "procedural"
     n_entities: int = 24
     n_relations: int = 4
     hop_weights: tuple[float, ...] = (0.0, 1.0)  # P(h = 1), P(h = 2), ...
+    parametric_share: float = 0.0
     n_questions: int = 96
     held_out_frac: float = 0.25
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_choice(self, "kind", WORLD_KINDS)
         check_positive(self, "n_relations", "n_questions")
+        check_seed(self, "seed")
         if self.n_entities < 2:
             fail(self, "n_entities", self.n_entities, "must be >= 2")
         if not self.hop_weights or min(self.hop_weights) < 0 or sum(self.hop_weights) <= 0:
             fail(self, "hop_weights", self.hop_weights, "must be non-negative with a positive sum")
+        check_range(self, "parametric_share", 0.0, 1.0)
         check_range(self, "held_out_frac", 0.0, 0.9)
+        if self.kind == "fixed":
+            n_held = round(self.held_out_frac * self.n_questions)
+            if n_held < 1 or n_held >= self.n_questions:
+                fail(self, "held_out_frac", self.held_out_frac, "must leave >= 1 held-out and >= 1 training question")
 
     @property
     def max_hops(self) -> int:
@@ -98,47 +115,121 @@ def _attr(special: str) -> str:
     )
 
 
+@dataclasses.dataclass
+class Episodes:
+    """The worlds and questions of B episodes (rows may repeat: a GRPO group shares its episode).
+
+    ``facts[b, e, r]`` is the r-relative of entity e in row b's world; ``chain[b]`` holds the
+    question's relations in order, -1 past ``hops[b]``; ``answer[b]`` follows the chain from ``start[b]``.
+    """
+
+    ids: np.ndarray
+    facts: np.ndarray
+    start: np.ndarray
+    chain: np.ndarray
+    hops: np.ndarray
+    answer: np.ndarray
+
+
 class World:
-    """Facts, documents and questions drawn from ``WorldConfig``."""
+    """The facts, documents and questions that episodes are drawn from (see ``WorldConfig``).
+
+    An episode is named by an int id. Fixed world: the id is a question index, ``train`` and
+    ``held_out`` are the two splits. Procedural world: the id seeds the episode's own facts and
+    question; training ids are even and evaluation ids odd, so evaluation episodes are never
+    trained on. ``facts`` and ``docs`` are the fixed world (in a procedural world, the facts that
+    stay fixed are those where ``fixed_facts`` is True). Document id d = e * n_relations + r is
+    the fact (e, r, facts[e, r]) of the episode's world.
+    """
 
     def __init__(self, config: WorldConfig) -> None:
         self.config = config
         rng = np.random.default_rng(config.seed)
         n_e, n_r = config.n_entities, config.n_relations
         # facts[e, r]: a different entity, so no chain loops on the spot.
-        offset = rng.integers(1, n_e, size=(n_e, n_r))
-        self.facts = (np.arange(n_e)[:, None] + offset) % n_e
+        self.facts = self._draw_facts(rng)
         self.vocab = Vocab(n_e, n_r)
-        self.docs = np.stack(  # doc id d = e * n_r + r; [n_docs, 3] = (subject, relation, object)
+        self.n_docs = n_e * n_r
+        self.docs = np.stack(  # [n_docs, 3] = (subject, relation, object) of the fixed world
             [np.repeat(np.arange(n_e), n_r), np.tile(np.arange(n_r), n_e), self.facts.reshape(-1)], axis=1
         )
-        self.questions = self._draw_questions(rng)
+        self.questions = self._draw_questions(rng, config.n_questions, self.facts[None])
         n_held = round(config.held_out_frac * config.n_questions)
         self.held_out = np.arange(config.n_questions - n_held, config.n_questions)
         self.train = np.arange(config.n_questions - n_held)
+        self.fixed_facts = rng.random((n_e, n_r)) < config.parametric_share
 
-    def _draw_questions(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    @property
+    def procedural(self) -> bool:
+        return self.config.kind == "procedural"
+
+    def _draw_facts(self, rng: np.random.Generator) -> np.ndarray:
+        n_e, n_r = self.config.n_entities, self.config.n_relations
+        return (np.arange(n_e)[:, None] + rng.integers(1, n_e, size=(n_e, n_r))) % n_e
+
+    def _draw_questions(self, rng: np.random.Generator, n: int, facts: np.ndarray) -> dict[str, np.ndarray]:
+        """``n`` questions; question i is asked in world ``facts[i]`` (or ``facts[0]`` for all)."""
         cfg = self.config
         p = np.asarray(cfg.hop_weights, dtype=float)
-        hops = rng.choice(np.arange(1, cfg.max_hops + 1), size=cfg.n_questions, p=p / p.sum())
-        start = rng.integers(0, cfg.n_entities, size=cfg.n_questions)
-        chain = rng.integers(0, cfg.n_relations, size=(cfg.n_questions, cfg.max_hops))
+        hops = rng.choice(np.arange(1, cfg.max_hops + 1), size=n, p=p / p.sum())
+        start = rng.integers(0, cfg.n_entities, size=n)
+        chain = rng.integers(0, cfg.n_relations, size=(n, cfg.max_hops))
         chain[np.arange(cfg.max_hops)[None, :] >= hops[:, None]] = -1
         answer = start.copy()
+        rows = np.arange(n) if len(facts) == n else np.zeros(n, dtype=np.int64)
         for h in range(cfg.max_hops):
             live = chain[:, h] >= 0
-            answer[live] = self.facts[answer[live], chain[live, h]]
+            answer[live] = facts[rows[live], answer[live], chain[live, h]]
         return {"hops": hops, "start": start, "chain": chain, "answer": answer}
+
+    # -- episodes --------------------------------------------------------------------------------
+    def episodes(self, ids: np.ndarray) -> Episodes:
+        """The world and question of each episode id (drawn once per distinct id)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.procedural:
+            bad = ids[(ids < 0) | (ids >= self.config.n_questions)]
+            if bad.size:
+                raise ValueError(f"episode id {int(bad[0])}: a fixed world has questions 0..{self.config.n_questions - 1}")
+            q = self.questions
+            facts = np.broadcast_to(self.facts, (len(ids), *self.facts.shape))
+            return Episodes(ids, facts, q["start"][ids], q["chain"][ids], q["hops"][ids], q["answer"][ids])
+        unique, inverse = np.unique(ids, return_inverse=True)
+        facts = np.empty((len(unique), *self.facts.shape), dtype=np.int64)
+        parts = []
+        for i, ep in enumerate(unique):
+            rng = np.random.default_rng([self.config.seed, int(ep)])
+            facts[i] = np.where(self.fixed_facts, self.facts, self._draw_facts(rng))
+            parts.append(self._draw_questions(rng, 1, facts[i : i + 1]))
+        q = {k: np.concatenate([p[k] for p in parts])[inverse] for k in parts[0]}
+        return Episodes(ids, facts[inverse], q["start"], q["chain"], q["hops"], q["answer"])
+
+    def train_ids(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` training episode ids: training questions, or fresh even episode seeds."""
+        if not self.procedural:
+            return rng.choice(self.train, n)
+        return 2 * rng.integers(0, 2**61, n)
+
+    def eval_ids(self, n: int) -> np.ndarray:
+        """The evaluation episodes: every held-out question (fixed), or the first ``n`` odd seeds."""
+        if not self.procedural:
+            return self.held_out.copy()
+        return 2 * np.arange(n, dtype=np.int64) + 1
+
+    def question_tokens(self, ep: Episodes, row: int) -> list[int]:
+        """``<bos> r_h ... r_1 e``: the prompt of row ``row``'s question."""
+        chain = ep.chain[row, : ep.hops[row]]
+        words = [int(self.vocab.relation(r)) for r in chain[::-1]]
+        return [self.vocab.bos, *words, int(self.vocab.entity(ep.start[row]))]
 
     def doc_id(self, subject: np.ndarray, relation: np.ndarray) -> np.ndarray:
         return subject * self.config.n_relations + relation
 
-    def question_tokens(self, q: int) -> list[int]:
-        """``<bos> r_h ... r_1 e``: the prompt of question ``q``."""
-        hops = int(self.questions["hops"][q])
-        chain = self.questions["chain"][q, :hops]
-        words = [int(self.vocab.relation(r)) for r in chain[::-1]]
-        return [self.vocab.bos, *words, int(self.vocab.entity(self.questions["start"][q]))]
+    def doc_triples(self, ep: Episodes, rows: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """(subject, relation, object) [n, k, 3] of documents ``docs`` [n, k] in the worlds of ``rows``."""
+        n_r = self.config.n_relations
+        subject, relation = docs // n_r, docs % n_r
+        obj = ep.facts[np.asarray(rows)[:, None], subject, relation]
+        return np.stack([subject, relation, obj], axis=-1)
 
     def doc_text(self, d: int) -> str:
         s, r, o = self.docs[d]

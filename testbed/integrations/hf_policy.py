@@ -7,7 +7,6 @@ objectives run on [B, T] tensors; the model's own work stays on its device.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -19,13 +18,11 @@ from testbed.policies.base import log_probs_and_entropy
 
 class HFPolicy(nn.Module):
     grain = "token"
+    members = 1
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        # transformers renamed past_key_values to cache (5.2x); accept both versions
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def device(self) -> torch.device:

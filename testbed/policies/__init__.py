@@ -1,7 +1,8 @@
 """Policies: one interface (``base.Policy``) for the tabular and the token grain.
 
-Add a policy: a module here implementing ``Policy`` (``grain``, ``start``, ``next_logits``,
-``score``), a ``kind`` in ``PolicyConfig`` and a branch in ``build_policy``.
+Add a policy: a module here implementing ``Policy`` (``grain``, ``members``, ``start``,
+``next_logits``, ``score``), a ``kind`` in ``PolicyConfig`` and a branch in ``build_policy``. The
+Hugging Face policy (``kind="hf"``) lives in ``testbed.integrations`` and is built by ``testbed.run``.
 """
 
 from __future__ import annotations
@@ -10,32 +11,50 @@ import dataclasses
 
 from testbed.config import check_choice, check_positive, fail
 from testbed.envs import TabularSearchBatch, TokenSearchBatch
-from testbed.policies.base import Policy
+from testbed.policies.base import Policy, population_state
 from testbed.policies.tabular import TabularPolicy
 from testbed.policies.transformer import TransformerPolicy
 
-POLICY_KINDS = ("transformer", "tabular")
+POLICY_KINDS = ("transformer", "tabular", "hf")
 
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
+    """``transformer`` and ``tabular`` are built here; ``hf`` loads ``model_path`` (a local Hugging
+    Face model directory; None builds a tiny offline Qwen2), optionally with LoRA adapters."""
+
     kind: str = "transformer"
     n_layers: int = 2
     d_model: int = 64
     n_heads: int = 4
+    model_path: str | None = None
+    lora: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_choice(self, "kind", POLICY_KINDS)
         check_positive(self, "n_layers", "d_model", "n_heads")
         if self.d_model % self.n_heads:
             fail(self, "d_model", self.d_model, f"must be divisible by n_heads={self.n_heads}")
+        if self.kind != "hf" and (self.model_path is not None or self.lora):
+            fail(self, "kind", self.kind, "model_path and lora need kind='hf'")
 
 
-def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch) -> Policy:
-    """A freshly initialised policy for the task ``core`` (the grain follows ``cfg.kind``)."""
+def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch, members: int = 1) -> Policy:
+    """A freshly initialised policy of ``members`` members for the task ``core`` (grain from ``cfg.kind``)."""
     if cfg.kind == "tabular":
-        return TabularPolicy(core.n_states, core.n_actions)
-    return TransformerPolicy(core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads)
+        return TabularPolicy(core.n_states, core.n_actions, members)
+    if cfg.kind == "transformer":
+        return TransformerPolicy(core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members)
+    raise ValueError(f"policy.kind={cfg.kind!r}: built by testbed.run, not build_policy")
 
 
-__all__ = ["POLICY_KINDS", "Policy", "PolicyConfig", "TabularPolicy", "TransformerPolicy", "build_policy"]
+__all__ = [
+    "POLICY_KINDS",
+    "Policy",
+    "PolicyConfig",
+    "TabularPolicy",
+    "TransformerPolicy",
+    "build_policy",
+    "population_state",
+]

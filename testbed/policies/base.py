@@ -16,10 +16,12 @@ class Policy(Protocol):
     state)`` gives the logits [B, V] of the next token (inputs: the previous token for sequence
     models, the current observation for tabular ones); ``score(batch)`` gives the log-prob and the
     entropy [B, T] of every written token under the current parameters (zero where nothing was
-    sampled).
+    sampled). ``members``: how many independent runs the policy holds (a population; 1 for a
+    single run); the rows of every batch are member-major, ``rows / members`` per member.
     """
 
     grain: str
+    members: int
 
     def start(self, batch_size: int) -> Any: ...
 
@@ -36,3 +38,20 @@ def log_probs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[t
     chosen = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(-1)
     return chosen, entropy
+
+
+def member_rows(rows: int, members: int) -> int:
+    """Rows per member of a member-major batch of ``rows`` rows (which members must divide)."""
+    if rows % members:
+        raise ValueError(f"batch of {rows} rows: not divisible among {members} population members")
+    return rows // members
+
+
+def population_state(state: dict[str, torch.Tensor], members: int) -> dict[str, torch.Tensor]:
+    """A one-member state dict repeated for ``members`` members (every member starts from it)."""
+    out = {}
+    for name, value in state.items():
+        if value.shape[0] != 1:
+            raise ValueError(f"{name}: a base state has one member, this one has {value.shape[0]}")
+        out[name] = value.repeat(members, *([1] * (value.dim() - 1)))
+    return out

@@ -1,4 +1,4 @@
-"""Tabular softmax policy: one row of logits per state of the tabular task."""
+"""Tabular softmax policy: one row of logits per state of the tabular task, per member."""
 
 from __future__ import annotations
 
@@ -6,24 +6,31 @@ import torch
 from torch import nn
 
 from testbed.batch import Batch
-from testbed.policies.base import log_probs_and_entropy
+from testbed.policies.base import log_probs_and_entropy, member_rows
 
 
 class TabularPolicy(nn.Module):
+    """Logits [K, states, actions]; rows of a batch are member-major (see ``TransformerPolicy``)."""
+
     grain = "tabular"
 
-    def __init__(self, n_states: int, n_actions: int) -> None:
+    def __init__(self, n_states: int, n_actions: int, members: int = 1) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.zeros(n_states, n_actions))
+        self.members = members
+        self.logits = nn.Parameter(torch.zeros(members, n_states, n_actions))
 
     def start(self, batch_size: int) -> None:
-        return None
+        member_rows(batch_size, self.members)
+
+    def _member(self, rows: int) -> torch.Tensor:
+        return torch.arange(self.members).repeat_interleave(member_rows(rows, self.members))
 
     def next_logits(self, inputs: torch.Tensor, state: None = None) -> torch.Tensor:
-        return self.logits[inputs]
+        return self.logits[self._member(len(inputs)), inputs]
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if batch.states is None:
             raise ValueError("batch.states: the tabular policy needs the states actions were taken in")
-        logp, entropy = log_probs_and_entropy(self.logits[batch.states], batch.tokens)
+        logits = self.logits[self._member(len(batch))[:, None], batch.states]
+        logp, entropy = log_probs_and_entropy(logits, batch.tokens)
         return logp * batch.mask, entropy * batch.mask

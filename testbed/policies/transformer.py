@@ -1,37 +1,72 @@
-"""A small causal transformer (GPT-style, pre-norm) with a KV cache for incremental sampling."""
+"""A small causal transformer (GPT-style, pre-norm) with a KV cache, for one run or a population.
+
+Every parameter carries a leading member dimension K: a population of K runs is one module whose
+forward serves all members with batched matmuls (``baddbmm``), and a single run is K = 1 of the same
+code. Rows of a batch are member-major: rows ``k * B .. (k + 1) * B - 1`` belong to member k.
+Members never mix: each member's rows meet only that member's weights, and attention runs within
+a row.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from testbed.batch import Batch
-from testbed.policies.base import log_probs_and_entropy
+from testbed.policies.base import log_probs_and_entropy, member_rows
+
+
+class _Linear(nn.Module):
+    """K independent affine maps, initialised as ``nn.Linear``: U(-1/sqrt(d_in), 1/sqrt(d_in))."""
+
+    def __init__(self, members: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1 / math.sqrt(d_in)
+        self.weight = nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [K, N, d_in] -> [K, N, d_out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class _LayerNorm(nn.Module):
+    def __init__(self, members: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, d))
+        self.bias = nn.Parameter(torch.zeros(members, 1, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
 
 
 class _Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int) -> None:
+    def __init__(self, members: int, d_model: int, n_heads: int) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.ln1 = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.ln1 = _LayerNorm(members, d_model)
+        self.qkv = _Linear(members, d_model, 3 * d_model)
+        self.proj = _Linear(members, d_model, d_model)
+        self.ln2 = _LayerNorm(members, d_model)
+        self.fc1 = _Linear(members, d_model, 4 * d_model)
+        self.fc2 = _Linear(members, 4 * d_model, d_model)
 
-    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, t: int, cache: list[torch.Tensor] | None) -> torch.Tensor:
+        """``x`` [K, B * t, d] (t positions per row); ``cache``: keys and values of earlier positions."""
+        k_, n, d = x.shape
+        rows, h = k_ * n // t, self.n_heads
+        qkv = self.qkv(self.ln1(x)).view(rows, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         if cache is not None:  # incremental: append this step's keys and values
             if cache:
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[:] = [k, v]
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.ln2(x))
+        x = x + self.proj(attn.transpose(1, 2).reshape(k_, n, d))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
 @dataclasses.dataclass
@@ -44,30 +79,42 @@ class TransformerPolicy(nn.Module):
     grain = "token"
 
     def __init__(
-        self, vocab_size: int, max_len: int, n_layers: int = 2, d_model: int = 64, n_heads: int = 4
+        self,
+        vocab_size: int,
+        max_len: int,
+        n_layers: int = 2,
+        d_model: int = 64,
+        n_heads: int = 4,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.max_len = max_len
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(_Block(d_model, n_heads) for _ in range(n_layers))
-        self.ln = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size)
+        self.members, self.max_len = members, max_len
+        self.embed = nn.Parameter(torch.randn(members, vocab_size, d_model))
+        self.pos = nn.Parameter(torch.randn(members, max_len, d_model))
+        self.blocks = nn.ModuleList(_Block(members, d_model, n_heads) for _ in range(n_layers))
+        self.ln = _LayerNorm(members, d_model)
+        self.head = _Linear(members, d_model, vocab_size)
 
     def _run(self, tokens: torch.Tensor, start: int, caches: list[list[torch.Tensor]] | None) -> torch.Tensor:
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens) + self.pos(positions)
+        """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1."""
+        rows, t = tokens.shape
+        k = self.members
+        tok = tokens.reshape(k, rows // k * t)
+        member = torch.arange(k, device=tokens.device)[:, None]
+        positions = torch.arange(start, start + t, device=tokens.device).repeat(rows // k)
+        x = self.embed[member, tok] + self.pos[:, positions]
         for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
-        return self.head(self.ln(x))
+            x = block(x, t, None if caches is None else caches[i])
+        return self.head(self.ln(x)).view(rows, t, -1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V]: position t predicts token t + 1."""
+        """Logits [rows, T, V]: position t predicts token t + 1."""
         return self._run(tokens, 0, None)
 
     def start(self, batch_size: int) -> _Cache:
+        member_rows(batch_size, self.members)
         return _Cache([[] for _ in self.blocks])
 
     def next_logits(self, inputs: torch.Tensor, state: _Cache) -> torch.Tensor:

@@ -30,7 +30,7 @@ SMOKE = {
     "trainer.group_size": 4,
     "trainer.minibatches": 2,
     "trainer.eval_every": 1,
-    "trainer.eval_samples": 1,
+    "trainer.eval_episodes": 16,
 }
 
 

@@ -1,0 +1,43 @@
+"""The parts of a run whose policy is a Hugging Face causal LM (``policy.kind="hf"``): the text
+search task with a BM25 tool over the fixed world's corpus, and the model, for ``testbed.run``.
+
+``policy.model_path`` names a local model directory (no hub access); without one, a tiny Qwen2 is
+built from a config (seeded by ``warm_start.seed``) with a tokenizer trained on the task's text.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from testbed.config import ConfigError
+from testbed.envs import World
+from testbed.envs.bm25 import BM25Retriever
+from testbed.integrations.hf_policy import HFPolicy, add_lora, load_model
+from testbed.integrations.text_task import TextQA, TextSearchBatch, add_tags, corpus_words, text_task_config
+from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
+
+
+def hf_parts(cfg, qa: TextQA | None = None, max_obs_len: int = 64) -> tuple[HFPolicy, World, Callable[..., TextSearchBatch]]:
+    """(policy, world, make_core) for a ``RunConfig`` with ``policy.kind="hf"``."""
+    if cfg.task.world.kind != "fixed":
+        raise ConfigError(
+            f"task.world.kind={cfg.task.world.kind!r}: the text task searches one fixed corpus; use 'fixed'"
+        )
+    world = World(cfg.task.world)
+    qa = qa or TextQA.from_world(world)
+    pc = cfg.policy
+    if pc.model_path is not None:
+        model, tokenizer = load_model(pc.model_path, pc.device)
+    else:
+        tokenizer = train_tokenizer(corpus_words(qa))
+        model = tiny_qwen2(len(tokenizer), seed=cfg.warm_start.seed).to(pc.device)
+    add_tags(tokenizer, model)
+    if pc.lora:
+        model = add_lora(model)
+    task = text_task_config(cfg.task)
+    retriever = BM25Retriever(qa.corpus, task.retriever.top_k)
+    make_core = functools.partial(
+        TextSearchBatch, task, tokenizer=tokenizer, qa=qa, retriever=retriever, max_obs_len=max_obs_len
+    )
+    return HFPolicy(model), world, make_core
