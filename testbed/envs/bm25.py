@@ -50,6 +50,8 @@ class BM25Retriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Doc ids and their BM25 scores, both [len(queries), k], best first."""
         k = min(k or self.top_k, len(self.texts))
+        if not len(queries):  # bm25s fails on an empty batch
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
         docs, scores = self._index.retrieve(self._tokenize(queries), k=k, show_progress=False)
         return np.asarray(docs, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 

@@ -1,0 +1,281 @@
+"""Retrieval over HTTP in Search-R1's protocol: a client retriever and a small BM25 server of our own.
+
+The protocol, as Search-R1's ``search_r1/search/retrieval_server.py`` serves it (FastAPI):
+``POST /retrieve`` with ``{"queries": [str, ...], "topk": int | null, "return_scores": bool}``
+answers ``{"result": [per query: [document, ...]]}``, or with ``return_scores`` true
+``{"result": [per query: [{"document": document, "score": float}, ...]]}``, a document being a
+corpus record (``{"id", "contents"}``, ``contents`` = ``'"title"\\ntext'``). Its own client
+(``search_r1/llm_agent/generation.py``) reads ``document["contents"]``.
+
+``RetrievalClient`` is a ``TextRetriever`` like ``BM25Retriever``: ``search`` gives doc ids
+[n, k] and ``texts[id]`` their contents. The server sends documents, not ids, so the client numbers
+each distinct document (by its ``id``, else its contents) the first time it comes back and keeps
+its text: the text task renders whatever the server returned.
+
+``RetrievalServer`` serves BM25 over a corpus file with the standard library's threading HTTP
+server (bounded request size, query count and top-k; per-connection timeouts). From a shell:
+``python -m testbed.integrations.retrieval_server --corpus corpus.jsonl --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from testbed.envs.bm25 import BM25Retriever
+from testbed.integrations.qa_data import Document, document, load_corpus
+
+
+class RetrievalError(RuntimeError):
+    """A retrieval server could not be reached, timed out, refused a request or answered nonsense."""
+
+
+class RetrievalClient:
+    """Search-R1's retrieval protocol as a ``TextRetriever``; ``url`` is the endpoint (``.../retrieve``)."""
+
+    def __init__(self, url: str, top_k: int = 3, timeout: float = 10.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+        self.url, self.top_k, self.timeout = url, top_k, timeout
+        self.texts: list[str] = []  # contents of every document seen, by local id
+        self._ids: dict[str, int] = {}
+        # No proxy: a retrieval server sits beside the trainer, and an environment proxy would
+        # swallow loopback requests.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def search(self, queries: Sequence[str], k: int | None = None) -> np.ndarray:
+        """Local doc ids [len(queries), k], best first; -1 where the server returned fewer than k."""
+        return self._search(queries, k, False)[0]
+
+    def search_with_scores(
+        self, queries: Sequence[str], k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Doc ids and the server's scores (NaN pads), both [len(queries), k]."""
+        return self._search(queries, k, True)
+
+    def _search(self, queries: Sequence[str], k: int | None, scores: bool) -> tuple[np.ndarray, np.ndarray]:
+        k = k or self.top_k
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        values = np.full((len(queries), k), np.nan)
+        if not len(queries):
+            return ids, values
+        result = self._post({"queries": list(queries), "topk": k, "return_scores": scores}).get("result")
+        if not isinstance(result, list) or len(result) != len(queries):
+            raise self._error(f"bad response: expected 'result', a list of {len(queries)} lists")
+        for i, hits in enumerate(result):
+            if not isinstance(hits, list):
+                raise self._error(f"bad response: result[{i}] is not a list of documents")
+            for j, hit in enumerate(hits[:k]):
+                record = hit.get("document") if scores and isinstance(hit, dict) else hit
+                if not isinstance(record, dict):
+                    raise self._error(f"bad response: result[{i}][{j}] is not a document")
+                ids[i, j] = self._intern(record, f"result[{i}][{j}]: ")
+                if scores:
+                    values[i, j] = _number(hit.get("score"))
+        return ids, values
+
+    def _intern(self, record: dict[str, Any], where: str) -> int:
+        try:
+            doc = document(record, "", where)
+        except ValueError as e:
+            raise self._error(f"bad response: {e}") from None
+        key = doc.id or doc.contents
+        if key not in self._ids:
+            self._ids[key] = len(self.texts)
+            self.texts.append(doc.contents)
+        return self._ids[key]
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            raise self._error(f"HTTP {e.code}: {_detail(e.read())}") from None
+        except TimeoutError:  # socket.timeout too (an alias since 3.10)
+            raise self._error(f"timed out after {self.timeout} s") from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, TimeoutError):
+                raise self._error(f"timed out after {self.timeout} s") from None
+            raise self._error(f"cannot reach the server ({e.reason})") from None
+        except OSError as e:  # a connection reset or refused mid-request
+            raise self._error(f"cannot reach the server ({e})") from None
+        try:
+            answer = json.loads(body)
+        except json.JSONDecodeError:
+            raise self._error(f"bad response: not JSON: {body[:80]!r}") from None
+        if not isinstance(answer, dict):
+            raise self._error("bad response: expected a JSON object")
+        return answer
+
+    def _error(self, message: str) -> RetrievalError:
+        return RetrievalError(f"retrieval server {self.url}: {message}")
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _detail(body: bytes) -> str:
+    """The error text of a server's answer: FastAPI's ``{"detail": ...}``, else the body itself."""
+    try:
+        return str(json.loads(body)["detail"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode(errors="replace") or "(empty body)"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        try:
+            if self.path.rstrip("/") != "/retrieve":
+                raise _BadRequest(404, f"no such endpoint {self.path!r}: POST /retrieve")
+            self._send(200, self.server.app.answer(self._read_json()))
+        except _BadRequest as e:
+            self.close_connection = True  # an unread body must not be taken for the next request
+            self._send(e.status, {"detail": e.detail})
+
+    def _read_json(self) -> Any:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise _BadRequest(411, "Content-Length: required")
+        if int(length) > self.server.app.max_body:
+            raise _BadRequest(413, f"body: {length} bytes, at most {self.server.app.max_body}")
+        try:
+            return json.loads(self.rfile.read(int(length)))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _BadRequest(400, "body: not JSON") from None
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    app: RetrievalServer
+
+
+class RetrievalServer:
+    """BM25 over ``docs`` behind ``POST /retrieve``; ``port=0`` takes a free port (see ``url``)."""
+
+    def __init__(
+        self,
+        docs: Sequence[Document],
+        top_k: int = 3,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_queries: int = 4096,
+        max_topk: int = 100,
+        max_body: int = 4 << 20,
+        timeout: float = 30.0,
+    ) -> None:
+        self.docs = list(docs)
+        self.top_k, self.max_queries, self.max_topk, self.max_body = top_k, max_queries, max_topk, max_body
+        self.retriever = BM25Retriever([d.contents for d in self.docs], top_k)
+        self._lock = threading.Lock()  # bm25s gives no thread-safety promise
+        handler = type("Handler", (_Handler,), {"timeout": timeout})  # a stalled client frees its thread
+        self.httpd = _Server((host, port), handler)
+        self.httpd.app = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/retrieve"
+
+    def answer(self, request: Any) -> dict[str, Any]:
+        """The response to one ``/retrieve`` request body, or ``_BadRequest`` naming the bad field."""
+        if not isinstance(request, dict):
+            raise _BadRequest(422, "body: expected a JSON object")
+        queries, k, scores = request.get("queries"), request.get("topk"), request.get("return_scores", False)
+        if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+            raise _BadRequest(422, "queries: expected a list of strings")
+        if len(queries) > self.max_queries:
+            raise _BadRequest(413, f"queries: {len(queries)}, at most {self.max_queries} a request")
+        k = self.top_k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_topk:
+            raise _BadRequest(422, f"topk: expected an integer in [1, {self.max_topk}], got {k!r}")
+        if not isinstance(scores, bool):
+            raise _BadRequest(422, f"return_scores: expected true or false, got {scores!r}")
+        with self._lock:
+            ids, values = self.retriever.search_with_scores(queries, k)
+        docs = [[self.docs[d].record() for d in row] for row in ids]
+        if scores:
+            result = [
+                [{"document": d, "score": float(s)} for d, s in zip(row, vals, strict=True)]
+                for row, vals in zip(docs, values, strict=True)
+            ]
+            return {"result": result}
+        return {"result": docs}
+
+    def start(self) -> RetrievalServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="retrieval-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> RetrievalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Serve BM25 over a corpus in Search-R1's /retrieve protocol."
+    )
+    parser.add_argument(
+        "--corpus", required=True, help='JSONL or Parquet of {"id", "contents"} or {"id", "text"}'
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--topk", type=int, default=3)
+    args = parser.parse_args(argv)
+    server = RetrievalServer(load_corpus(args.corpus), args.topk, args.host, args.port)
+    print(f"serving {len(server.docs)} documents at {server.url}", flush=True)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()
