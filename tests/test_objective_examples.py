@@ -37,7 +37,8 @@ EXPECTED = {
     "dual_clip": [-1.2, -0.5, 1.1, 3.0],
     "two_sided_clip": [-1.2, -0.5, 1.1, 3.0],
     # -clip(r) A log pi
-    "cispo": [-1.2 * 1 * -1.0, -0.8 * 1 * -2.0, -1.1 * -1 * -0.5, -1.2 * -1 * -1.5],
+    # -min(r, 5) A log pi: no lower bound (MiniMax-M1, TRL)
+    "cispo": [-1.5 * 1 * -1.0, -0.5 * 1 * -2.0, -1.1 * -1 * -0.5, -4.0 * -1 * -1.5],
     "reinforce": [1.0, 2.0, -0.5, -1.5],
     "soft_adaptive_gate": [-gate(1.5, 1.0), -gate(0.5, 1.0), gate(1.1, 1.05), gate(4.0, 1.05)],
     # sequence ratios sqrt(0.75) and sqrt(4.4): neither clipped in the direction of min
@@ -56,28 +57,31 @@ def test_hand_computed_token_mean(name: str) -> None:
 
 def test_hand_computed_sapo() -> None:
     # A >= 0 response only; its r = 0.5 token is <= tau: -log 0.5, normalised by its 2 tokens.
-    cfg = ObjectiveConfig(name="sapo", w=1.0)
+    cfg = ObjectiveConfig(name="sapo", sapo_w=1.0)
     loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
     penalty = math.log(2.0) / 2
     assert metrics["sapo_penalty"] == pytest.approx(penalty)
     assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 1.0 * penalty)
+    assert metrics["pg_loss"] == pytest.approx(sum(EXPECTED["grpo"]) / 4)  # the surrogate alone
     assert metrics["sapo_penalized_frac"] == pytest.approx(0.25)
 
 
 def test_hand_computed_sapo_penalized_norm_and_k3() -> None:
-    cfg = ObjectiveConfig(name="sapo", sapo_norm="penalized", sapo_kl="k3", w=2.0)
+    cfg = ObjectiveConfig(name="sapo", sapo_norm="penalized", sapo_kl="k3", sapo_w=2.0)
     loss, metrics = get_objective("sapo")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
     k3 = 0.5 - 1 - math.log(0.5)  # r - 1 - log r
     assert metrics["sapo_penalty"] == pytest.approx(k3)
     assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 2.0 * k3)
 
 
-def test_hand_computed_clip_cov_detaches_tied_tokens() -> None:
+def test_hand_computed_clip_cov_skips_clipped_tokens() -> None:
+    # covariance [0.25, -0.75, -0.75, 0.25]: tokens 0 and 3 lie in (0.1, 5), but token 0 (A > 0,
+    # r = 1.5) is already clipped by PPO, so only token 3 is eligible; k = max(1, floor(2e-4 * 4)) = 1.
     cfg = ObjectiveConfig(name="clip_cov", clip_cov_lb=0.1)
     loss, metrics = get_objective("clip_cov")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
     grpo = EXPECTED["grpo"]
-    assert float(loss) == pytest.approx((grpo[1] + grpo[2]) / 4)
-    assert metrics["cov_selected_frac"] == 0.5
+    assert float(loss) == pytest.approx((grpo[0] + grpo[1] + grpo[2]) / 4)
+    assert metrics["cov_selected_frac"] == 0.25
 
 
 def test_hand_computed_opsm_drops_drifted_negative_response() -> None:
@@ -92,7 +96,8 @@ def test_hand_computed_metrics() -> None:
     assert m["ratio_min_all"] == pytest.approx(0.5)
     assert m["ratio_mean_pos"] == pytest.approx(1.0)
     assert m["ratio_mean_neg"] == pytest.approx(2.55)
-    assert m["low_ratio_frac_pos"] == pytest.approx(0.5)  # r = 0.5 <= tau = 0.8
+    assert m["low_ratio_frac_pos"] == pytest.approx(0.5)  # r = 0.5 <= sapo_tau = 0.8
+    assert m["low_ratio_frac_nonneg"] == pytest.approx(0.5)
     assert m["clip_frac_upper"] == pytest.approx(0.25)  # A > 0, r = 1.5 > 1.2
     assert m["clip_frac_lower"] == 0.0
     # gradient is zero on the clipped positive token only
@@ -109,3 +114,55 @@ def test_reference_kl_term_is_added() -> None:
     loss, m = get_objective("grpo")(LOG_PROBS, OLD, ADV, MASK, ref_log_probs=ref, config=cfg)
     assert m["ref_kl"] == pytest.approx(0.5)
     assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 0.05)
+
+
+def test_hand_computed_clip_cov_count_is_share_of_all_tokens() -> None:
+    # 12 masked tokens, ratio 0.25: k = 3 (of all tokens, not of the eligible ones); on-policy,
+    # the covariance (A - 0)(log pi - mean) is largest on the 3 likeliest tokens of the A = +1 row.
+    lp = torch.tensor([[-0.1, -0.2, -0.3, -4.0, -5.0, -6.0], [-1.0] * 6], dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    cfg = ObjectiveConfig(name="clip_cov", clip_cov_ratio=0.25, clip_cov_lb=0.0, clip_cov_ub=10.0)
+    loss, metrics = get_objective("clip_cov")(lp, lp, adv, torch.ones(2, 6, dtype=torch.float64), config=cfg)
+    assert metrics["cov_selected_frac"] == pytest.approx(3 / 12)
+    # the three selected (+1 tokens of loss -1 each) are removed: (-3 + 6) / 12
+    assert float(loss) == pytest.approx(3 / 12)
+
+
+def test_hand_computed_llds() -> None:
+    # A >= 0 row: log pi_old - log pi = -log r = [-log 1.5, log 2]: the hinge keeps log 2; N = 2.
+    cfg = ObjectiveConfig(name="llds", llds_coef=0.5)
+    loss, metrics = get_objective("llds")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
+    assert metrics["llds_penalty"] == pytest.approx(math.log(2.0) / 2)
+    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 0.5 * math.log(2.0) / 2)
+    assert metrics["llds_active_frac"] == pytest.approx(0.25)
+    assert metrics["pg_loss"] == pytest.approx(sum(EXPECTED["grpo"]) / 4)
+
+
+# Rollout engine log-probs: rho = pi_old / pi_rollout = [[3, 1], [0.25, 1.5]].
+RHO = [[3.0, 1.0], [0.25, 1.5]]
+ROLLOUT = OLD - torch.log(torch.tensor(RHO, dtype=torch.float64))
+
+
+def test_hand_computed_tis() -> None:
+    loss, metrics = get_objective("tis")(
+        LOG_PROBS, OLD, ADV, MASK, config=ObjectiveConfig(name="tis"), rollout_log_probs=ROLLOUT
+    )
+    weights = [2.0, 1.0, 0.25, 1.5]  # min(rho, 2)
+    assert float(loss) == pytest.approx(
+        sum(w * g for w, g in zip(weights, EXPECTED["grpo"], strict=True)) / 4
+    )
+    assert metrics["tis_truncated_frac"] == pytest.approx(0.25)
+    # without rollout log-probs TIS is GRPO
+    assert float(get_objective("tis")(LOG_PROBS, OLD, ADV, MASK)[0]) == pytest.approx(
+        sum(EXPECTED["grpo"]) / 4
+    )
+
+
+def test_hand_computed_mis() -> None:
+    cfg = ObjectiveConfig(name="mis", mis_low=0.5, mis_high=2.0)
+    loss, metrics = get_objective("mis")(LOG_PROBS, OLD, ADV, MASK, config=cfg, rollout_log_probs=ROLLOUT)
+    weights = [0.0, 1.0, 0.0, 1.5]  # rho outside [0.5, 2] dropped, kept ones keep rho
+    assert float(loss) == pytest.approx(
+        sum(w * g for w, g in zip(weights, EXPECTED["grpo"], strict=True)) / 4
+    )
+    assert metrics["mis_masked_frac"] == pytest.approx(0.5)

@@ -61,9 +61,13 @@ def test_property_suite_catches_a_broken_objective() -> None:
     [
         ("eps_low", -0.1),
         ("eps_high", -1.0),
-        ("tau", 0.0),
-        ("tau", -0.5),
-        ("w", -1.0),
+        ("sapo_tau", 0.0),
+        ("sapo_tau", -0.5),
+        ("sapo_w", -1.0),
+        ("llds_coef", -0.1),
+        ("tis_cap", 0.0),
+        ("mis_low", 0.0),
+        ("cispo_min", -0.5),
         ("loss_agg_mode", "mean"),
         ("sapo_kl", "k4"),
         ("sapo_adv_condition", ">=0"),
@@ -169,3 +173,26 @@ def test_constant_groups_give_exactly_zero_not_rounding_noise(estimator: str) ->
     r = torch.tensor([0.7] * 6 + [0.1] * 3, dtype=torch.float64)
     g = torch.tensor([0] * 6 + [1] * 3)
     assert group_advantages(r, g, estimator).tolist() == [0.0] * 9
+
+
+def test_two_sided_delta_is_checked_only_for_its_objective() -> None:
+    ObjectiveConfig(name="cispo", eps_high=5.0)  # TRL's CISPO setting needs no unrelated knob
+    with pytest.raises(ConfigError, match=r"ObjectiveConfig\.two_sided_delta=3\.0"):
+        ObjectiveConfig(name="two_sided_clip", eps_high=5.0)
+
+
+def test_quantiles_match_torch_and_pass_torchs_size_limit() -> None:
+    from testbed.objectives.common import quantiles, ratio_metrics
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 1000):
+        x = torch.randn(n, generator=gen, dtype=torch.float64)
+        qs = (0.05, 0.5, 0.95)
+        assert torch.allclose(quantiles(x, qs), torch.quantile(x, torch.tensor(qs, dtype=torch.float64)))
+    n = 2**24 + 8  # torch.quantile refuses this many
+    log_ratio = torch.zeros(1, n)
+    log_ratio[0, :8] = -1.0
+    out = ratio_metrics(log_ratio, torch.ones(1, n), torch.ones(1, n), ObjectiveConfig())
+    assert out["ratio_p50_all"] == 1.0 and out["ratio_min_all"] == pytest.approx(
+        float(torch.exp(torch.tensor(-1.0)))
+    )

@@ -4,7 +4,8 @@ Metric names (the columns every figure reads); ``{s}`` is ``all``, ``pos`` (A > 
 (A < 0), over masked tokens; statistics of an empty set are NaN:
 
 - ``ratio_{mean,min,p05,p50,p95}_{s}``: r = pi_theta / pi_old.
-- ``low_ratio_frac_pos``: share of A > 0 tokens with r <= tau, the ISDD signal.
+- ``low_ratio_frac_pos``: share of A > 0 tokens with r <= sapo_tau, the ISDD signal;
+  ``low_ratio_frac_nonneg``: the same over A >= 0 tokens, the set SAPO's penalty acts on.
 - ``clip_frac_upper`` / ``clip_frac_lower``: share of tokens where PPO's clip is active
   (A > 0 and r > 1 + eps_high; A < 0 and r < 1 - eps_low), whatever the objective.
 - ``zero_grad_frac_{s}``: share of tokens whose loss gradient w.r.t. their log-prob is exactly 0.
@@ -23,7 +24,20 @@ from testbed.kl import kl_estimate
 if TYPE_CHECKING:
     from testbed.objectives.registry import ObjectiveConfig
 
-_QUANTILES = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+_QUANTILES = (0.05, 0.5, 0.95)
+
+
+def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """``torch.quantile(values, qs)`` (linear interpolation) for 1-D input of any size.
+
+    torch.quantile refuses inputs above 2^24 elements, which one TRL/verl batch can exceed.
+    """
+    ordered = values.sort().values
+    pos = torch.tensor(qs, dtype=torch.float64) * (ordered.numel() - 1)
+    lo = pos.floor().long()
+    hi = pos.ceil().long()
+    frac = (pos - lo).to(ordered.dtype)
+    return ordered[lo] + frac * (ordered[hi] - ordered[lo])
 
 
 def log_ratio_and_ratio(
@@ -55,13 +69,15 @@ def ratio_metrics(
     for s, sel in splits.items():
         vals = ratio[sel]
         if vals.numel():
-            q = torch.quantile(vals, _QUANTILES)
+            q = quantiles(vals, _QUANTILES)
             stats = (vals.mean(), vals.min(), q[0], q[1], q[2])
         else:
             stats = (float("nan"),) * 5
         for key, v in zip(("mean", "min", "p05", "p50", "p95"), stats, strict=True):
             out[f"ratio_{key}_{s}"] = float(v)
-    out["low_ratio_frac_pos"] = _frac(ratio <= cfg.tau, splits["pos"])
+    low = ratio <= cfg.sapo_tau
+    out["low_ratio_frac_pos"] = _frac(low, splits["pos"])
+    out["low_ratio_frac_nonneg"] = _frac(low, splits["all"] & (advantages >= 0))
     out["clip_frac_upper"] = _frac(splits["pos"] & (ratio > 1 + cfg.eps_high), splits["all"])
     out["clip_frac_lower"] = _frac(splits["neg"] & (ratio < 1 - cfg.eps_low), splits["all"])
     valid = splits["all"]

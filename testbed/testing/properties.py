@@ -33,6 +33,7 @@ def evaluate(
         "advantages": batch.advantages,
         "mask": batch.mask,
         "ref_log_probs": batch.ref_log_probs,
+        "rollout_log_probs": batch.rollout_log_probs,
     }
     fields.update(replace)
     log_probs = fields.pop("log_probs").detach().clone().requires_grad_(True)
@@ -66,7 +67,7 @@ def empty_mask_gives_zero(objective: Objective, cfg: ObjectiveConfig, batch: Obj
 
 
 def padding_changes_nothing(objective: Objective, cfg: ObjectiveConfig, batch: ObjectiveBatch) -> None:
-    if cfg.loss_agg_mode == "seq-mean-token-sum-norm" and cfg.agg_norm_const is None:
+    if cfg.agg_mode == "seq-mean-token-sum-norm" and cfg.agg_norm_const is None:
         cfg = dataclasses.replace(cfg, agg_norm_const=float(batch.shape[1]))
     b, t = batch.shape
     gen = torch.Generator().manual_seed(b * 31 + t)
@@ -89,6 +90,7 @@ def padding_changes_nothing(objective: Objective, cfg: ObjectiveConfig, batch: O
         log_probs=pad(batch.log_probs, None),
         old_log_probs=pad(batch.old_log_probs, None),
         ref_log_probs=pad(batch.ref_log_probs, None),
+        rollout_log_probs=pad(batch.rollout_log_probs, None),
         mask=pad(batch.mask, 0.0),
         advantages=adv,
     )
@@ -106,6 +108,7 @@ def batch_order_changes_nothing(objective: Objective, cfg: ObjectiveConfig, batc
         log_probs=batch.log_probs[perm],
         old_log_probs=batch.old_log_probs[perm],
         ref_log_probs=batch.ref_log_probs[perm],
+        rollout_log_probs=batch.rollout_log_probs[perm],
         mask=batch.mask[perm],
         advantages=batch.advantages[perm],
     )
@@ -114,13 +117,14 @@ def batch_order_changes_nothing(objective: Objective, cfg: ObjectiveConfig, batc
 
 
 def unit_ratio_is_policy_gradient(objective: Objective, cfg: ObjectiveConfig, batch: ObjectiveBatch) -> None:
-    """With pi_theta == pi_old (and no reference term) the gradient is agg(-A log pi)'s."""
-    if cfg.loss_agg_mode == "seq-mean-token-sum-norm" and cfg.agg_norm_const is None:
+    """On-policy (pi_theta == pi_old == pi_rollout, no reference term) the gradient is agg(-A log pi)'s."""
+    if cfg.agg_mode == "seq-mean-token-sum-norm" and cfg.agg_norm_const is None:
         cfg = dataclasses.replace(cfg, agg_norm_const=float(batch.shape[1]))
     cfg = dataclasses.replace(cfg, ref_kl_coef=0.0)
-    _, grad, _ = evaluate(objective, cfg, batch, old_log_probs=batch.log_probs)
+    on_policy = batch.log_probs
+    _, grad, _ = evaluate(objective, cfg, batch, old_log_probs=on_policy, rollout_log_probs=on_policy)
     lp = batch.log_probs.detach().clone().requires_grad_(True)
-    pg = aggregate(-batch.advantages[:, None] * lp, batch.mask, cfg.loss_agg_mode, cfg.agg_norm_const)
+    pg = aggregate(-batch.advantages[:, None] * lp, batch.mask, cfg.agg_mode, cfg.agg_norm_const)
     (expected,) = torch.autograd.grad(pg, lp)
     _close(grad, expected, "gradient at r = 1 vs plain policy gradient")
 

@@ -2,7 +2,8 @@
 
 ``objective_batches()`` draws whole batches as GRPO produces them: groups of responses to one
 prompt, group-normalised advantages (zero-std groups included), ragged masks with holes where
-retrieved tokens sit, empty rows or an empty mask, and log-ratios from near-on-policy to extreme.
+retrieved tokens sit, empty rows or an empty mask, log-ratios from near-on-policy to extreme, and
+rollout-engine log-probs that differ from the trainer's old ones by up to +-2 nats.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ObjectiveBatch:
     mask: torch.Tensor
     ref_log_probs: torch.Tensor
     group_ids: torch.Tensor
+    rollout_log_probs: torch.Tensor
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,6 +69,10 @@ def objective_batches(
     scale = draw(st.sampled_from([0.0, 0.05, 0.5, max_abs_log_ratio]))
     log_ratio = np.array(draw(st.lists(_floats(-scale, scale), min_size=n, max_size=n))).reshape(b, t)
     ref_shift = np.array(draw(st.lists(_floats(-2.0, 2.0), min_size=n, max_size=n))).reshape(b, t)
+    mismatch_scale = draw(st.sampled_from([0.0, 0.01, 2.0]))
+    mismatch = np.array(
+        draw(st.lists(_floats(-mismatch_scale, mismatch_scale), min_size=n, max_size=n))
+    ).reshape(b, t)
     return ObjectiveBatch(
         log_probs=torch.tensor(log_probs),
         old_log_probs=torch.tensor(log_probs - log_ratio),
@@ -74,4 +80,5 @@ def objective_batches(
         mask=torch.tensor(mask, dtype=torch.float64),
         ref_log_probs=torch.tensor(log_probs + ref_shift),
         group_ids=torch.tensor(group_ids),
+        rollout_log_probs=torch.tensor(log_probs - log_ratio + mismatch),
     )
