@@ -198,65 +198,6 @@ def test_trl_subclass_refuses_liger_and_unprefixed_names(tokenizer, tmp_path) ->
         registry_name("sapo")
 
 
-def test_verl_plugin_signature_and_names() -> None:
-    from testbed.integrations.verl import policy_losses
-
-    losses = policy_losses()
-    assert "testbed_sapo" in losses and "sapo" not in losses
-    lp = torch.randn(3, 5) - 2
-    old = lp + 0.3 * torch.randn(3, 5)
-    adv = torch.tensor([[1.0] * 5, [-1.0] * 5, [0.5] * 5])
-    mask = torch.ones(3, 5)
-    mask[2, 3:] = 0
-    verl_cfg = {
-        "clip_ratio_low": 0.2,
-        "clip_ratio_high": 0.28,
-        "policy_loss": {"testbed": {"tau": 0.7, "w": 0.5}},
-    }
-    loss, metrics = losses["testbed_sapo"](
-        old, lp, adv, mask, loss_agg_mode="seq-mean-token-mean", config=verl_cfg
-    )
-    ours, _ = get_objective("sapo")(
-        lp,
-        old,
-        adv,
-        mask,
-        None,
-        ObjectiveConfig(name="sapo", eps_high=0.28, tau=0.7, w=0.5, loss_agg_mode="seq-mean-token-mean"),
-    )
-    assert torch.equal(loss, ours)
-    assert "actor/testbed_sapo_penalty" in metrics
-    with pytest.raises(ValueError, match="rollout_is_weights"):
-        losses["testbed_grpo"](old, lp, adv, mask, rollout_is_weights=torch.ones(3, 5))
-    with pytest.raises(ValueError, match="unknown fields"):
-        losses["testbed_grpo"](old, lp, adv, mask, config={"policy_loss": {"testbed": {"tua": 1}}})
-
-
-def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
-    """With a stand-in for verl's core_algos, importing the plugin registers every objective."""
-    import importlib
-    import sys
-    import types
-
-    registry: dict = {}
-
-    def register_policy_loss(name):
-        def deco(fn):
-            registry[name] = fn
-            return fn
-
-        return deco
-
-    for mod in ("verl", "verl.trainer", "verl.trainer.ppo"):
-        monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
-    core = types.ModuleType("verl.trainer.ppo.core_algos")
-    core.register_policy_loss = register_policy_loss
-    monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
-    monkeypatch.delitem(sys.modules, "testbed.integrations.verl_plugin", raising=False)
-    plugin = importlib.import_module("testbed.integrations.verl_plugin")
-    assert set(plugin.REGISTERED) == set(registry) and "testbed_sapo" in registry
-
-
 def test_bm25_from_jsonl_and_bad_records(tmp_path) -> None:
     path = tmp_path / "corpus.jsonl"
     lines = [

@@ -4,9 +4,23 @@ verl picks a policy loss by ``actor_rollout_ref.actor.policy_loss.loss_mode``; f
 with ``@register_policy_loss(name)`` and called as ``fn(old_log_prob, log_prob, advantages,
 response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None) -> (loss,
 metrics)``. ``register()`` registers ``testbed_<name>`` for every objective (verl's own ``sapo``
-is Qwen's soft adaptive method; ours is ``testbed_sapo``). verl's ``clip_ratio_low`` /
-``clip_ratio_high`` / ``clip_ratio_c`` map to eps_low / eps_high / dual_clip_c; any other field
-of ``ObjectiveConfig`` is read from ``policy_loss.testbed`` (a dict) when present.
+is Qwen's soft adaptive method; ours is ``testbed_sapo``).
+
+What verl's actor config sets, it sets here too (``VERL_OWNED``): ``clip_ratio_low`` /
+``clip_ratio_high`` (each falling back to ``clip_ratio`` when None, as verl) -> eps_low / eps_high,
+and for CISPO cispo_min = 1 - clip_ratio_low, cispo_max = 1 + clip_ratio_high (verl's two-sided
+CISPO); ``clip_ratio_c`` -> dual_clip_c; ``tau_pos`` / ``tau_neg`` -> gate_tau_pos / gate_tau_neg;
+``policy_loss.clip_cov_ratio/lb/ub``, ``kl_cov_ratio``, ``ppo_kl_coef`` -> clip_cov_*,
+kl_cov_ratio, kl_cov_coef; ``loss_agg_mode`` and ``loss_scale_factor`` -> the aggregation. The
+loss is rescaled by ``config.global_batch_info`` exactly as verl's ``agg_loss`` does (each
+micro-batch weighs its share of the global tokens or sequences), penalties included.
+
+Every other field (``sapo_tau``, ``sapo_w``, ``llds_coef``, ...) comes from the environment
+variable ``TESTBED_OBJECTIVE`` ("sapo_tau=0.7 sapo_w=0.5", fields separated by spaces or commas),
+read inside the workers at each call: verl's ``PolicyLossConfig`` refuses unknown keys, while Ray's
+runtime environment, which verl's config exposes, passes variables to every worker::
+
+    '+ray_kwargs.ray_init.runtime_env.env_vars.TESTBED_OBJECTIVE="sapo_tau=0.7 sapo_w=0.5"'
 
 The registration must run inside verl's Ray workers: set
 ``actor_rollout_ref.model.external_lib=testbed.integrations.verl_plugin`` (the workers import it
@@ -17,42 +31,127 @@ verl; ``policy_losses()`` gives the functions for tests and reuse.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from testbed.config import ConfigError, parse_value
 from testbed.objectives import ObjectiveConfig, get_objective, list_objectives
 
 PREFIX = "testbed_"
+ENV = "TESTBED_OBJECTIVE"
+# Fields that verl's own config sets; TESTBED_OBJECTIVE may not set them a second way.
+VERL_OWNED = frozenset(
+    {
+        "name",
+        "loss_agg_mode",
+        "agg_norm_const",
+        "eps_low",
+        "eps_high",
+        "cispo_min",
+        "cispo_max",
+        "dual_clip_c",
+        "gate_tau_pos",
+        "gate_tau_neg",
+        "clip_cov_ratio",
+        "clip_cov_lb",
+        "clip_cov_ub",
+        "kl_cov_ratio",
+        "kl_cov_coef",
+    }
+)
+PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
     if config is None:
         return default
-    if isinstance(config, dict):
-        return config.get(key, default)
-    return getattr(config, key, default)
+    value = config.get(key, default) if isinstance(config, Mapping) else getattr(config, key, default)
+    return default if value is None else value
 
 
-def objective_config(name: str, config: Any, loss_agg_mode: str) -> ObjectiveConfig:
-    """Our ObjectiveConfig from verl's actor config (None: our defaults)."""
-    fields: dict[str, Any] = {"name": name, "loss_agg_mode": loss_agg_mode}
-    low = _get(config, "clip_ratio_low", _get(config, "clip_ratio"))
-    high = _get(config, "clip_ratio_high", _get(config, "clip_ratio"))
-    c = _get(config, "clip_ratio_c")
-    for key, value in (("eps_low", low), ("eps_high", high), ("dual_clip_c", c)):
-        if value is not None:
-            fields[key] = float(value)
-    extra = _get(_get(config, "policy_loss"), "testbed") or {}
+def env_fields(text: str) -> dict[str, Any]:
+    """``"sapo_tau=0.7 sapo_w=0.5"`` -> typed ObjectiveConfig fields; errors name the bad item."""
     known = {f.name for f in dataclasses.fields(ObjectiveConfig)}
-    unknown = set(extra) - known
-    if unknown:
-        raise ValueError(f"policy_loss.testbed: unknown fields {sorted(unknown)}")
-    return ObjectiveConfig(**{**fields, **dict(extra)})
+    fields: dict[str, Any] = {}
+    for item in re.split(r"[\s,]+", text.strip()):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{ENV}: {item!r} is not field=value")
+        if key not in known:
+            raise ConfigError(f"{ENV}: unknown field {key!r}; known: {sorted(known - VERL_OWNED)}")
+        if key in VERL_OWNED:
+            raise ConfigError(f"{ENV}: {key!r} is set by verl's actor config, not here")
+        fields[key] = parse_value(ObjectiveConfig, key, value)
+    return fields
 
 
-def make_policy_loss(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
+def objective_config(
+    name: str, config: Any, loss_agg_mode: str, environ: Mapping[str, str] = os.environ
+) -> ObjectiveConfig:
+    """Our ObjectiveConfig from verl's actor config (None: verl's defaults) and TESTBED_OBJECTIVE."""
+    clip = _get(config, "clip_ratio", 0.2)
+    low = float(_get(config, "clip_ratio_low", clip))
+    high = float(_get(config, "clip_ratio_high", clip))
+    policy_loss = _get(config, "policy_loss")
+    fields: dict[str, Any] = {
+        "name": name,
+        "loss_agg_mode": loss_agg_mode,
+        "eps_low": low,
+        "eps_high": high,
+        "cispo_min": 1.0 - low,
+        "cispo_max": 1.0 + high,
+        "dual_clip_c": float(_get(config, "clip_ratio_c", 3.0)),
+        "gate_tau_pos": float(_get(config, "tau_pos", 1.0)),
+        "gate_tau_neg": float(_get(config, "tau_neg", 1.05)),
+        "clip_cov_ratio": float(_get(policy_loss, "clip_cov_ratio", 2e-4)),
+        "clip_cov_lb": float(_get(policy_loss, "clip_cov_lb", 1.0)),
+        "clip_cov_ub": float(_get(policy_loss, "clip_cov_ub", 5.0)),
+        "kl_cov_ratio": float(_get(policy_loss, "kl_cov_ratio", 2e-4)),
+        "kl_cov_coef": float(_get(policy_loss, "ppo_kl_coef", 0.1)),
+    }
+    scale = _get(_get(config, "global_batch_info"), "loss_scale_factor", _get(config, "loss_scale_factor"))
+    if loss_agg_mode == "seq-mean-token-sum-norm" and scale is not None:
+        fields["agg_norm_const"] = float(scale)
+    return ObjectiveConfig(**fields, **env_fields(environ.get(ENV, "")))
+
+
+def global_scale(mask: torch.Tensor, mode: str, info: Any) -> float:
+    """Factor turning our micro-batch mean into verl's share of the global mean (1 without info)."""
+    dp = _get(info, "dp_size", 1)
+    if mode == "token-mean":
+        total = _get(info, "batch_num_tokens")
+        return 1.0 if total is None else float(mask.sum()) * dp / float(total)
+    total = _get(info, "global_batch_size")
+    return 1.0 if total is None else float((mask.sum(-1) > 0).sum()) * dp / float(total)
+
+
+def verl_metrics(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: ObjectiveConfig,
+) -> dict[str, float]:
+    """verl's standard keys, defined as its vanilla loss defines them."""
+    log_ratio = (log_prob - old_log_prob).detach().clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    n = mask.sum().clamp(min=1.0)
+    clipped = ((advantages > 0) & (ratio > 1 + cfg.eps_high)) | ((advantages < 0) & (ratio < 1 - cfg.eps_low))
+    lower = (advantages < 0) & (ratio > cfg.dual_clip_c)
+    return {
+        "actor/pg_clipfrac": float((clipped * mask).sum() / n),
+        "actor/ppo_kl": float((-log_ratio * mask).sum() / n),
+        "actor/pg_clipfrac_lower": float((lower * mask).sum() / n),
+    }
+
+
+def make_policy_loss(name: str) -> PolicyLoss:
     """The verl-signature function for registry objective ``name``."""
     objective = get_objective(name)
 
@@ -67,21 +166,23 @@ def make_policy_loss(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, f
     ) -> tuple[torch.Tensor, dict[str, float]]:
         if rollout_is_weights is not None:
             raise ValueError(
-                f"rollout_is_weights: {PREFIX}{name} does not apply rollout importance-sampling weights; "
-                "disable rollout IS correction for this loss"
+                f"rollout_is_weights: {PREFIX}{name} cannot weight its per-token loss; set "
+                "algorithm.rollout_correction.rollout_is=null for this loss"
             )
         cfg = objective_config(name, config, loss_agg_mode)
-        loss, metrics = objective(
-            log_prob, old_log_prob, advantages, response_mask.to(log_prob.dtype), None, cfg
-        )
-        return loss, {f"actor/{PREFIX}{k}": v for k, v in metrics.items()}
+        mask = response_mask.to(log_prob.dtype)
+        loss, metrics = objective(log_prob, old_log_prob, advantages, mask, None, cfg)
+        loss = loss * global_scale(mask, cfg.agg_mode, _get(config, "global_batch_info"))
+        out = {f"actor/{PREFIX}{k}": v for k, v in metrics.items()}
+        out.update(verl_metrics(old_log_prob, log_prob, advantages, mask, cfg))
+        return loss, out
 
     policy_loss.__name__ = f"{PREFIX}{name}"
     policy_loss.__doc__ = objective.__doc__
     return policy_loss
 
 
-def policy_losses() -> dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]]:
+def policy_losses() -> dict[str, PolicyLoss]:
     return {f"{PREFIX}{n}": make_policy_loss(n) for n in list_objectives()}
 
 
