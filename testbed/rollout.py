@@ -36,7 +36,7 @@ class MemberCores:
     def __init__(self, cores: Sequence[Core]) -> None:
         self.cores = list(cores)
         first = self.cores[0]
-        self.grain, self.config, self.world = first.grain, first.config, first.world
+        self.grain, self.config = first.grain, first.config
         self.batch_size = sum(c.batch_size for c in self.cores)
         if self.grain == "token":
             self.capacity, self.info_len, self.vocab = first.capacity, first.info_len, first.vocab
@@ -65,14 +65,18 @@ class MemberCores:
         out = [c.reset(e) for c, e in zip(self.cores, self._parts(episodes), strict=True)]
         return [p for part in out for p in part] if self.grain == "token" else np.concatenate(out)
 
-    def step(self, actions: np.ndarray, rngs: Sequence[np.random.Generator], active: np.ndarray | None = None):
+    def step(
+        self, actions: np.ndarray, rngs: Sequence[np.random.Generator], active: np.ndarray | None = None
+    ):
         acts = self._parts(actions)
         if self.grain == "tabular":
             outs = [c.step(a, r) for c, a, r in zip(self.cores, acts, rngs, strict=True)]
             return tuple(np.concatenate(x) for x in zip(*outs, strict=True))
         live = self._parts(active) if active is not None else [None] * len(self.cores)
         outs = [c.step(a, r, active=m) for c, a, r, m in zip(self.cores, acts, rngs, live, strict=True)]
-        return TokenStep(*(np.concatenate([getattr(o, f.name) for o in outs]) for f in dataclasses.fields(TokenStep)))
+        return TokenStep(
+            *(np.concatenate([getattr(o, f.name) for o in outs]) for f in dataclasses.fields(TokenStep))
+        )
 
 
 class Agent(Protocol):
@@ -82,7 +86,9 @@ class Agent(Protocol):
 
     def begin(self, core: Any) -> None: ...
 
-    def propose(self, inputs: torch.Tensor) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]: ...
+    def propose(
+        self, inputs: torch.Tensor
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]: ...
 
     def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None: ...
 
@@ -118,7 +124,10 @@ class PolicyAgent:
         else:
             probs = logp.exp().chunk(len(self.gens))
             tok = torch.cat(
-                [torch.multinomial(p, 1, generator=g).squeeze(-1) for p, g in zip(probs, self.gens, strict=True)]
+                [
+                    torch.multinomial(p, 1, generator=g).squeeze(-1)
+                    for p, g in zip(probs, self.gens, strict=True)
+                ]
             )
         return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
 
@@ -127,7 +136,9 @@ class PolicyAgent:
 
 
 @torch.no_grad()
-def rollout(agent: Agent, core: Core | MemberCores, episodes: np.ndarray, group_ids: np.ndarray, rng: Rng) -> Batch:
+def rollout(
+    agent: Agent, core: Core | MemberCores, episodes: np.ndarray, group_ids: np.ndarray, rng: Rng
+) -> Batch:
     """One episode per row on ``episodes`` (ids repeat G times for GRPO groups); ``rng`` drives the
     environment (retrieval noise): one generator, or one per member for ``MemberCores``.
 

@@ -66,7 +66,9 @@ def check_population(cfgs: Sequence[RunConfig]) -> None:
         raise ConfigError("population: two members share seed and objective (the same run twice)")
 
 
-def split_populations(cfgs: Sequence[RunConfig], max_members: int, min_populations: int = 1) -> list[list[RunConfig]]:
+def split_populations(
+    cfgs: Sequence[RunConfig], max_members: int, min_populations: int = 1
+) -> list[list[RunConfig]]:
     """Compatible configs grouped into populations of at most ``max_members`` (and, where there
     are enough members, at least ``min_populations`` of them, to fill parallel workers)."""
     groups: dict[str, list[RunConfig]] = {}

@@ -117,7 +117,8 @@ class Trainer:
         self.cores = MemberCores([make_core(n) for _ in range(k)])
         n_eval = len(world.eval_ids(tc.eval_episodes))
         self.eval_cores = {
-            closed: MemberCores([make_core(n_eval, closed_book=closed) for _ in range(k)]) for closed in (False, True)
+            closed: MemberCores([make_core(n_eval, closed_book=closed) for _ in range(k)])
+            for closed in (False, True)
         }
         needs_ref = any(m.objective.ref_kl_coef > 0 for m in members)
         self.reference = copy.deepcopy(policy) if needs_ref else None
@@ -251,7 +252,11 @@ class Trainer:
         episodes = np.tile(ids, self.k)
         groups = np.arange(len(episodes))
         out: list[dict[str, float]] = [{} for _ in range(self.k)]
-        for name, greedy, closed in (("greedy", True, False), ("sampled", False, False), ("closed_book", False, True)):
+        for name, greedy, closed in (
+            ("greedy", True, False),
+            ("sampled", False, False),
+            ("closed_book", False, True),
+        ):
             agent = PolicyAgent(self.policy, self.eval_gens, greedy=greedy)
             b = rollout(agent, self.eval_cores[closed], episodes, groups, self.eval_rngs)
             hits = (b.rewards >= 1.0).double().view(self.k, -1)

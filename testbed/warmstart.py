@@ -94,7 +94,11 @@ def base_policy(
         return policy
     core = make_core(cfg.batch_size)
     rng = np.random.default_rng(cfg.seed + 7919)
-    imitate(policy, lambda: demonstrations(core, core.world.train_ids(rng, cfg.batch_size), cfg.error_rate, rng), cfg)
+    imitate(
+        policy,
+        lambda: demonstrations(core, core.world.train_ids(rng, cfg.batch_size), cfg.error_rate, rng),
+        cfg,
+    )
     if path is not None:
         _save(policy, path)
     return policy
@@ -109,4 +113,7 @@ def _save(policy: Policy, path: Path) -> None:
         torch.save(policy.state_dict(), tmp)
         os.replace(tmp, path)
     except OSError as err:
-        warnings.warn(f"base-policy cache {path.parent} not written ({err}); the base is retrained next time", stacklevel=2)
+        warnings.warn(
+            f"base-policy cache {path.parent} not written ({err}); the base is retrained next time",
+            stacklevel=2,
+        )

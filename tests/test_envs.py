@@ -1,4 +1,5 @@
-"""The simulated search environments: API conformance, malformed actions, rewards, baselines."""
+"""The simulated search environments: API conformance, procedural worlds, malformed actions,
+rewards, scripted agents through the episode driver."""
 
 from __future__ import annotations
 
@@ -9,28 +10,78 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import testbed.envs  # noqa: F401  (registers the environments)
+import testbed  # noqa: F401  (registers the environments)
 from testbed.config import ConfigError
 from testbed.envs import (
     RetrieverConfig,
     SimulatedRetriever,
     TabularSearchBatch,
     TaskConfig,
+    TokenSearchBatch,
     World,
     WorldConfig,
 )
-from testbed.envs.baselines import run_tabular_episodes, run_token_episodes
+from testbed.envs.agents import RandomAgent, TabularOracle, TokenOracle
+from testbed.rollout import rollout
 
 TASK = TaskConfig(max_turns=3, format_penalty=0.2)
+FIXED = TaskConfig(world=WorldConfig(kind="fixed"), max_turns=3, format_penalty=0.2)
+TOKENS, TABULAR = "testbed/SearchTokens-v0", "testbed/SearchTabular-v0"
 
 
-@pytest.mark.parametrize("env_id", ["SearchTokens-v0", "SearchTabular-v0"])
-def test_passes_gymnasium_env_checker(env_id: str) -> None:
-    env = gym.make(env_id, max_turns=3, world={"n_entities": 10})
+@pytest.mark.parametrize("env_id", [TOKENS, TABULAR])
+@pytest.mark.parametrize("kind", ["procedural", "fixed"])
+def test_passes_gymnasium_env_checker(env_id: str, kind: str) -> None:
+    env = gym.make(env_id, max_turns=3, world={"n_entities": 10, "kind": kind})
     check_env(env.unwrapped, skip_render_check=True)
 
 
-def test_same_seed_same_world() -> None:
+def test_procedural_episodes_differ_by_seed_and_repeat_by_seed() -> None:
+    world = World(WorldConfig())
+    a = world.episodes(np.array([2, 4, 2]))
+    assert not np.array_equal(a.facts[0], a.facts[1])  # two episodes, two worlds
+    assert np.array_equal(a.facts[0], a.facts[2]) and a.answer[0] == a.answer[2]  # same id, same episode
+    again = World(WorldConfig()).episodes(np.array([2]))
+    assert np.array_equal(again.facts[0], a.facts[0]) and again.answer[0] == a.answer[0]
+    # the same question (start and chain) in two worlds has two answers: it cannot be memorised
+    ids = np.arange(0, 4000, 2)
+    ep = world.episodes(ids)
+    key = [(s, tuple(c)) for s, c in zip(ep.start, ep.chain, strict=True)]
+    answers: dict = {}
+    for k, ans in zip(key, ep.answer, strict=True):
+        answers.setdefault(k, set()).add(int(ans))
+    assert any(len(v) > 1 for v in answers.values())
+
+
+def test_training_and_evaluation_episodes_never_overlap() -> None:
+    world = World(WorldConfig())
+    train = world.train_ids(np.random.default_rng(0), 10_000)
+    assert (train % 2 == 0).all() and (world.eval_ids(512) % 2 == 1).all()
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_parametric_share_fixes_that_share_of_facts(share: float) -> None:
+    world = World(WorldConfig(parametric_share=share))
+    ep = world.episodes(np.arange(0, 400, 2))
+    fixed = (ep.facts == world.facts[None]).all(0)
+    assert fixed[world.fixed_facts].all()
+    assert abs(world.fixed_facts.mean() - share) < 0.2
+    if share < 1:
+        assert not fixed[~world.fixed_facts].all()
+
+
+def test_episode_answers_follow_their_chain_in_their_world() -> None:
+    world = World(WorldConfig(hop_weights=(1.0, 1.0, 1.0)))
+    ep = world.episodes(np.arange(0, 200, 2))
+    for i in range(len(ep.ids)):
+        e = ep.start[i]
+        for r in ep.chain[i, : ep.hops[i]]:
+            e = ep.facts[i, e, r]
+        assert e == ep.answer[i]
+    assert set(ep.hops) == {1, 2, 3}
+
+
+def test_same_seed_same_fixed_world() -> None:
     a, b = World(WorldConfig(seed=3)), World(WorldConfig(seed=3))
     assert np.array_equal(a.facts, b.facts)
     assert all(np.array_equal(a.questions[k], b.questions[k]) for k in a.questions)
@@ -55,6 +106,12 @@ def test_questions_follow_their_chain() -> None:
         (lambda: RetrieverConfig(recall=1.5), "recall"),
         (lambda: TaskConfig(max_turns=0), "max_turns"),
         (lambda: TaskConfig(reward="bleu"), "reward"),
+        (lambda: WorldConfig(parametric_share=1.5), "parametric_share"),
+        (lambda: WorldConfig(parametric_share=float("nan")), "parametric_share"),
+        (lambda: WorldConfig(kind="frozen"), "kind"),
+        (lambda: WorldConfig(kind="fixed", held_out_frac=0.0), "held_out_frac"),
+        (lambda: WorldConfig(seed=-1), "seed"),
+        (lambda: TaskConfig(max_len=5), "max_len"),
     ],
 )
 def test_bad_config_names_the_field(cfg, field: str) -> None:
@@ -81,9 +138,9 @@ def test_retriever_recall_knob() -> None:
     assert docs.shape == (200, 3)
 
 
-def _play(tokens: list[int], task: TaskConfig = TASK, question: int = 0):
-    env = gym.make("SearchTokens-v0", config=task).unwrapped
-    env.reset(seed=0, options={"question": question})
+def _play(tokens: list[int], task: TaskConfig = TASK, episode: int = 0):
+    env = gym.make(TOKENS, config=task).unwrapped
+    env.reset(seed=0, options={"episode": episode})
     out = None
     for t in tokens:
         out = env.step(t)
@@ -96,18 +153,19 @@ def _words(env, text: str) -> list[int]:
     return [env.core.vocab.ids[w] for w in text.split()]
 
 
-def test_a_correct_episode_scores_one() -> None:
-    env = gym.make("SearchTokens-v0", config=TASK).unwrapped
-    env.reset(seed=0, options={"question": 0})
-    w, q = env.core.world, 0
-    e = int(w.questions["start"][q])
-    for r in w.questions["chain"][q, : w.questions["hops"][q]]:
+@pytest.mark.parametrize("task", [TASK, FIXED])
+def test_a_correct_episode_scores_one(task: TaskConfig) -> None:
+    env = gym.make(TOKENS, config=task).unwrapped
+    env.reset(seed=0, options={"episode": 4})
+    w, ep = env.core.world, env.core.ep
+    e = int(ep.start[0])
+    for r in ep.chain[0, : ep.hops[0]]:
         env.step(env.core.vocab.search_open)
         env.step(int(w.vocab.entity(e)))
         env.step(int(w.vocab.relation(r)))
         term = env.step(env.core.vocab.search_close)[2]
-        assert not term and "<information>" in env.render()
-        e = int(w.facts[e, r])
+        assert not term and f"e{e} r{r} e{ep.facts[0, e, r]}" in env.render()  # this episode's fact
+        e = int(ep.facts[0, e, r])
     out = [env.step(t) for t in _words(env, f"<answer> e{e} </answer>")]
     assert out[-1][1] == 1.0 and out[-1][2]
 
@@ -132,22 +190,55 @@ def test_malformed_actions_get_the_corrective_observation(text: str) -> None:
     assert env.render().endswith("<information> <invalid> </information>")
 
 
-def test_out_of_vocabulary_action_is_malformed_not_a_crash() -> None:
+@pytest.mark.parametrize("action", [10**6, -1, 40])
+def test_out_of_vocabulary_action_is_malformed_and_shown_as_invalid(action: int) -> None:
     env, _ = _play([])
-    _, _, _, _, info = env.step(10**6)
+    obs, _, _, _, info = env.step(action)
     assert info["invalid"] == 1
+    assert env.observation_space.contains(obs)
+    assert "<invalid> <information> <invalid> </information>" in env.render()
+
+
+@pytest.mark.parametrize("env_id", [TOKENS, TABULAR])
+def test_env_refuses_steps_after_the_end_and_non_integer_actions(env_id: str) -> None:
+    env = gym.make(env_id, config=TASK).unwrapped
+    env.reset(seed=0)
+    for bad in (3.7, "3", None):
+        with pytest.raises(ValueError, match="action="):
+            env.step(bad)
+    env.step(np.int64(0))
+    while True:
+        out = env.step(env.action_space.n - 1 if env_id == TABULAR else env.core.vocab.search_close)
+        if out[2] or out[3]:
+            break
+    with pytest.raises(RuntimeError, match="after the episode ended"):
+        env.step(0)
+
+
+def test_env_episode_option_is_checked() -> None:
+    env = gym.make(TOKENS, config=FIXED).unwrapped
+    for bad in (-1, 10**6, "3"):
+        with pytest.raises(ValueError, match="episode"):
+            env.reset(options={"episode": bad})
+    with pytest.raises(ValueError, match="split"):
+        env.reset(options={"split": "held-out"})
+    assert env.reset(options={"split": "eval"})[1]["episode"] in set(env.core.world.held_out)
+    assert env.decode(env.encode("<search> e1 r2 </search>")) == "<search> e1 r2 </search>"
+    tab = gym.make(TABULAR, config=TASK).unwrapped
+    state, _ = tab.reset(seed=0)
+    assert tab.encode(**tab.decode(state)) == state
 
 
 def test_answer_before_search_when_disallowed() -> None:
     task = TaskConfig(require_search=True)
-    env = gym.make("SearchTokens-v0", config=task).unwrapped
+    env = gym.make(TOKENS, config=task).unwrapped
     env.reset(seed=0)
     info = env.step(env.core.vocab.answer_open)[4]
     assert info["invalid"] == 1
 
 
 def test_format_penalty_and_max_turns() -> None:
-    env = gym.make("SearchTokens-v0", config=TASK).unwrapped
+    env = gym.make(TOKENS, config=TASK).unwrapped
     env.reset(seed=0)
     close = env.core.vocab.search_close
     results = [env.step(close) for _ in range(4)]
@@ -158,9 +249,9 @@ def test_format_penalty_and_max_turns() -> None:
 
 def test_f1_reward_gives_partial_credit() -> None:
     task = TaskConfig(reward="f1", max_answer_len=2)
-    env = gym.make("SearchTokens-v0", config=task).unwrapped
-    env.reset(seed=0, options={"question": 0})
-    gold = int(env.core.world.questions["answer"][0])
+    env = gym.make(TOKENS, config=task).unwrapped
+    env.reset(seed=0, options={"episode": 0})
+    gold = int(env.core.ep.answer[0])
     wrong = (gold + 1) % 24
     out = [env.step(t) for t in _words(env, f"<answer> e{gold} e{wrong} </answer>")]
     assert out[-1][1] == pytest.approx(2 * 0.5 / 1.5)
@@ -172,12 +263,12 @@ def test_arbitrary_token_sequences(actions: list[int], seed: int) -> None:
     """Never raise, never exceed max turns, rewards in range, env tokens flagged, replays match."""
 
     def play():
-        env = gym.make("SearchTokens-v0", config=TASK).unwrapped
+        env = gym.make(TOKENS, config=TASK).unwrapped
         obs, _ = env.reset(seed=seed)
         trace, agent_tokens = [], []
         for a in actions:
             obs, r, term, trunc, info = env.step(a)
-            agent_tokens.append(a % env.core.vocab.size)
+            agent_tokens.append(a if 0 <= a < env.core.vocab.size else env.core.vocab.invalid)
             trace.append((r, term, trunc))
             assert info["turns"] <= TASK.max_turns
             assert -TASK.format_penalty <= r <= 1.0
@@ -195,7 +286,7 @@ def test_arbitrary_token_sequences(actions: list[int], seed: int) -> None:
 @given(actions=st.lists(st.integers(-2, 9), min_size=1, max_size=20), seed=st.integers(0, 2**16))
 def test_arbitrary_tabular_actions(actions: list[int], seed: int) -> None:
     def play():
-        env = gym.make("SearchTabular-v0", config=TASK).unwrapped
+        env = gym.make(TABULAR, config=TASK).unwrapped
         env.reset(seed=seed)
         trace = []
         for a in actions:
@@ -210,18 +301,67 @@ def test_arbitrary_tabular_actions(actions: list[int], seed: int) -> None:
     assert play() == play()
 
 
-@pytest.mark.parametrize("grain", ["token", "tabular"])
-def test_oracle_ceiling_and_random_floor(grain: str) -> None:
-    task = TaskConfig()
-    rng = np.random.default_rng(0)
-    qs = np.arange(96) % 72
-    if grain == "token":
-        from testbed.envs import TokenSearchBatch
+def _core(grain: str, task: TaskConfig, n: int, **kw):
+    return (TokenSearchBatch if grain == "token" else TabularSearchBatch)(task, n, **kw)
 
-        core = TokenSearchBatch(task, 96)
-        oracle, random = run_token_episodes(core, qs, rng, 0.0), run_token_episodes(core, qs, rng, None)
-    else:
-        core = TabularSearchBatch(task, 96)
-        oracle, random = run_tabular_episodes(core, qs, rng, True), run_tabular_episodes(core, qs, rng, False)
-    assert oracle.mean() == 1.0
-    assert random.mean() < 0.1
+
+@pytest.mark.parametrize("grain", ["token", "tabular"])
+@pytest.mark.parametrize("kind", ["procedural", "fixed"])
+def test_oracle_ceiling_and_random_floor(grain: str, kind: str) -> None:
+    task = TaskConfig(world=WorldConfig(kind=kind))
+    rng = np.random.default_rng(0)
+    core = _core(grain, task, 96)
+    eps = core.world.train_ids(rng, 96)
+    oracle = TokenOracle if grain == "token" else TabularOracle
+    best = rollout(oracle(0.0, rng), core, eps, np.arange(96), rng).rewards
+    worst = rollout(RandomAgent(grain, rng), core, eps, np.arange(96), rng).rewards
+    assert best.mean() == 1.0
+    assert worst.mean() < 0.1
+
+
+@pytest.mark.parametrize("grain", ["token", "tabular"])
+def test_closed_book_oracle_is_at_chance(grain: str) -> None:
+    """Random documents instead of retrieval: the oracle can only guess (procedural worlds)."""
+    rng = np.random.default_rng(0)
+    core = _core(grain, TaskConfig(), 2000, closed_book=True)
+    oracle = TokenOracle if grain == "token" else TabularOracle
+    em = rollout(oracle(0.0, rng), core, core.world.eval_ids(2000), np.arange(2000), rng).rewards.mean()
+    assert em < 3 / 24
+
+
+def test_demonstrations_have_the_layout_of_a_policy_rollout() -> None:
+    """One driver for every agent: a policy replaying an oracle's tokens lays them out identically."""
+    import torch
+
+    from testbed.policies import TransformerPolicy
+    from testbed.rollout import PolicyAgent
+    from testbed.warmstart import demonstrations
+
+    task = TaskConfig()
+    core = TokenSearchBatch(task, 8)
+    eps = core.world.train_ids(np.random.default_rng(1), 8)
+    demo = rollout(
+        TokenOracle(0.25, np.random.default_rng(3)), core, eps, np.arange(8), np.random.default_rng(2)
+    )
+    assert demonstrations(core, eps, 0.25, np.random.default_rng(2)).tokens.shape[0] == 8
+
+    class Replay(PolicyAgent):  # proposes the demonstration's token at each position
+        def begin(self, core):
+            self.pos = 0
+
+        def propose(self, inputs):
+            self.pos += 1
+            tok = (
+                demo.tokens[:, self.pos]
+                if self.pos < demo.tokens.shape[1]
+                else torch.zeros(8, dtype=torch.long)
+            )
+            return tok, torch.zeros(8)
+
+    policy = TransformerPolicy(core.vocab.size, core.capacity, 1, 8, 2)
+    replay = rollout(Replay(policy, torch.Generator()), core, eps, np.arange(8), np.random.default_rng(2))
+    for field in ("tokens", "mask", "rewards", "searches", "segment"):
+        assert torch.equal(getattr(replay, field), getattr(demo, field)), field
+    assert (
+        (demo.segment[demo.mask == 0] == 0).all() and (demo.segment == 1).any() and (demo.segment == 2).any()
+    )

@@ -12,26 +12,28 @@ pytest.importorskip("trl")
 from testbed.config import with_overrides
 from testbed.envs import World, WorldConfig
 from testbed.envs.bm25 import BM25Retriever
-from testbed.integrations.hf_train import hf_trainer
-from testbed.integrations.text_task import TextQA, TextSearchBatch, em_f1, normalize_answer
+from testbed.integrations.text_task import TextQA, em_f1, normalize_answer, text_core
 from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
 from testbed.objectives import ObjectiveConfig, get_objective
-from testbed.trainer import RunConfig
+from testbed.rollout import PolicyAgent, rollout
+from testbed.run import RunConfig, build_trainer
 
 SMALL = {
+    "task.world.kind": "fixed",
+    "policy.kind": "hf",
     "trainer.n_updates": "1",
     "trainer.questions_per_batch": "2",
     "trainer.group_size": "4",
     "trainer.minibatches": "2",
     "trainer.eval_every": "1",
-    "trainer.eval_samples": "1",
+    "trainer.eval_episodes": "4",
     "objective.name": "sapo",
 }
 
 
 @pytest.fixture(scope="module")
 def qa() -> TextQA:
-    return TextQA.from_world(World(WorldConfig()))
+    return TextQA.from_world(World(WorldConfig(kind="fixed")))
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,8 @@ def test_text_task_scores_a_scripted_correct_episode(qa, tokenizer) -> None:
     from testbed.envs import TaskConfig
     from testbed.integrations.text_task import text_task_config
 
-    core = TextSearchBatch(text_task_config(TaskConfig()), 1, tokenizer, qa)
-    world = World(WorldConfig())
+    core = text_core(text_task_config(TaskConfig()), 1, tokenizer, qa)
+    world = World(WorldConfig(kind="fixed"))
     q = 0
     core.reset(np.array([q]))
     e = int(world.questions["start"][q])
@@ -88,26 +90,54 @@ def test_text_task_scores_a_scripted_correct_episode(qa, tokenizer) -> None:
     assert write("</answer>").obs_len[0] == 3  # malformed: corrective observation, no crash
 
 
-def test_hf_policy_trains_in_our_trainer(qa, tokenizer) -> None:
-    cfg = with_overrides(RunConfig(), SMALL)
-    trainer = hf_trainer(cfg, qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer)
-    batch = trainer.collect()
-    assert batch.mask.sum() > 0
+class _Scripted(PolicyAgent):
+    """Writes a fixed text at every written position (a search, then an answer), whatever the model."""
+
+    def __init__(self, policy, tokenizer, text: str) -> None:
+        super().__init__(policy, torch.Generator())
+        self.script = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def begin(self, core) -> None:
+        super().begin(core)
+        self.core = core
+        self.written = np.zeros(core.batch_size, dtype=np.int64)
+
+    def propose(self, inputs):
+        _, logp = super().propose(inputs)  # keeps the model's cache in step with the context
+        i = np.minimum(self.written, len(self.script) - 1)
+        return torch.as_tensor(np.array(self.script)[i]), logp
+
+    def commit(self, tokens, wrote) -> None:
+        self.written += wrote
+
+
+def test_hf_policy_trains_in_our_trainer() -> None:
+    trainer = build_trainer([with_overrides(RunConfig(), SMALL)])
+    core = trainer.cores.cores[0]
+    tokenizer = core.task.tokenizer
+    # retrieved tokens are never in the loss: a scripted search guarantees there are some
+    agent = _Scripted(trainer.policy, tokenizer, "<search> e1 r0 </search> <answer> e2 </answer>")
+    eps = np.arange(len(core.question))
+    scripted = rollout(agent, core, eps, eps, np.random.default_rng(0))
     close, open_, end = (
         tokenizer.convert_tokens_to_ids(t) for t in ("</search>", "<information>", "</information>")
     )
-    for toks, mask in zip(batch.tokens.tolist(), batch.mask.tolist(), strict=True):
-        for t in range(len(toks) - 1):
-            if mask[t] == 1 and toks[t] == close and toks[t + 1] == open_:  # a search the env answered
-                stop = toks.index(end, t + 1)
-                assert all(m == 0 for m in mask[t + 1 : stop + 1])  # retrieved tokens never in the loss
-    assert (batch.mask[:, 0] == 0).all()
+    answered = 0
+    for toks, mask in zip(scripted.tokens.tolist(), scripted.mask.tolist(), strict=True):
+        t = toks.index(close)
+        assert toks[t + 1] == open_ and mask[t] == 1
+        stop = toks.index(end, t + 1)
+        assert all(m == 0 for m in mask[t + 1 : stop + 1]) and mask[stop + 1] == 1
+        answered += 1
+    assert answered == len(eps) and (scripted.searches == 1).all()
+    batch = trainer.collect()
+    assert batch.mask.sum() > 0 and (batch.mask[:, 0] == 0).all()
     with torch.no_grad():
         recomputed, _ = trainer.policy.score(batch)
     assert torch.allclose(recomputed, batch.behaviour_log_probs, atol=1e-4)  # cached sampling == full pass
     batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
     before = [p.detach().clone() for p in trainer.policy.parameters()]
-    row = trainer.update(batch)
+    (row,) = trainer.update(batch)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True))
     assert {"ratio_p05_pos", "sapo_penalty", "zero_grad_frac_all"} <= set(row)
 
@@ -213,10 +243,9 @@ def test_bm25_from_jsonl_and_bad_records(tmp_path) -> None:
         BM25Retriever.from_jsonl(path)
 
 
-def test_lora_policy_trains_only_adapters(qa, tokenizer) -> None:
+def test_lora_policy_trains_only_adapters() -> None:
     pytest.importorskip("peft")
-    cfg = with_overrides(RunConfig(), SMALL)
-    trainer = hf_trainer(cfg, qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer, lora=True)
+    trainer = build_trainer([with_overrides(RunConfig(), {**SMALL, "policy.lora": "true"})])
     batch = trainer.collect()
     batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
     named = dict(trainer.policy.named_parameters())

@@ -106,11 +106,11 @@ def scripted_episode(core, tokenizer, question: int, query: str, answer: str) ->
 
 def test_sample_data_runs_the_whole_text_task_path(qa) -> None:
     pytest.importorskip("transformers")
-    from testbed.integrations.text_task import TextSearchBatch
+    from testbed.integrations.text_task import text_core
     from testbed.integrations.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(corpus_words(qa))
-    core = TextSearchBatch(text_task_config(TaskConfig()), 1, tokenizer, qa)
+    core = text_core(text_task_config(TaskConfig()), 1, tokenizer, qa)
     info, reward = scripted_episode(core, tokenizer, 1, "who founded Pellmar", "Idra Quenn")
     assert info.startswith("<information>") and "founded by the navigator Idra Quenn" in info
     assert reward == 1.0

@@ -105,13 +105,13 @@ def test_text_task_renders_what_the_server_returned(server) -> None:
     from test_qa_data import scripted_episode
 
     from testbed.envs import TaskConfig
-    from testbed.integrations.text_task import TextSearchBatch, corpus_words, text_task_config
+    from testbed.integrations.text_task import text_core, corpus_words, text_task_config
     from testbed.integrations.tiny import train_tokenizer
 
     qa = load_qa(DATA / "qa_train.parquet", DATA / "corpus.jsonl", test=DATA / "qa_test.jsonl")
     tokenizer = train_tokenizer(corpus_words(qa))
     client = RetrievalClient(server.url, top_k=2, timeout=5)
-    core = TextSearchBatch(text_task_config(TaskConfig()), 1, tokenizer, qa, retriever=client)
+    core = text_core(text_task_config(TaskConfig()), 1, tokenizer, qa, retriever=client)
     info, reward = scripted_episode(core, tokenizer, 3, "capital of Ostrava Reach", "Sundhal")
     assert "desert republic whose capital is Sundhal" in info and reward == 1.0
     assert core.last_docs[0, :2].tolist() == [0, 1]  # local ids, in the order the server sent them

@@ -1,4 +1,5 @@
-"""The training loop: every objective end to end, learning at all, diagnostics, determinism, config errors."""
+"""The training loop: every objective end to end, learning at all, diagnostics, determinism,
+config errors, and populations (many runs in one loop) against single runs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from testbed.advantages import group_advantages
 from testbed.config import ConfigError, with_overrides
 from testbed.diagnostics import detect_collapse
 from testbed.objectives import get_objective, list_objectives
-from testbed.trainer import RunConfig, Trainer, TrainerConfig, train
+from testbed.run import RunConfig, build_trainer, train
+from testbed.trainer import TrainerConfig
 
 TINY = {
     "task.world.n_entities": "8",
@@ -29,7 +31,7 @@ TINY = {
     "trainer.group_size": "4",
     "trainer.minibatches": "2",
     "trainer.eval_every": "1",
-    "trainer.eval_samples": "1",
+    "trainer.eval_episodes": "16",
 }
 
 
@@ -73,6 +75,20 @@ def test_same_config_and_seed_same_numbers() -> None:
     assert pd.DataFrame(c)["train_reward"].tolist() != pd.DataFrame(a)["train_reward"].tolist()
 
 
+def test_train_pins_torch_threads_and_restores_the_callers() -> None:
+    cfg = tiny()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, _ = train(cfg)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    b, _ = train(cfg)
+    drop = ["wall_time"]
+    pd.testing.assert_frame_equal(pd.DataFrame(a).drop(columns=drop), pd.DataFrame(b).drop(columns=drop))
+
+
 def test_on_policy_grpo_learns_the_tabular_task() -> None:
     """K = 1 on-policy GRPO lifts held-out EM well above its start (a random table)."""
     cfg = with_overrides(
@@ -93,7 +109,7 @@ def test_on_policy_grpo_learns_the_tabular_task() -> None:
 
 def test_diagnostics_agree_with_the_objective_on_a_fixed_batch() -> None:
     cfg = tiny(**{"trainer.minibatches": "1", "trainer.old_log_probs": "rollout", "objective.name": "sapo"})
-    trainer = Trainer(cfg)
+    trainer = build_trainer([cfg])
     batch = trainer.collect()
     gen = torch.Generator().manual_seed(0)
     batch.behaviour_log_probs = (
@@ -106,7 +122,7 @@ def test_diagnostics_agree_with_the_objective_on_a_fixed_batch() -> None:
     _, expected = get_objective("sapo")(
         logp, batch.behaviour_log_probs, adv, batch.mask, config=cfg.objective
     )
-    row = trainer.update(batch)
+    (row,) = trainer.update(batch)
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), key
 
@@ -118,8 +134,13 @@ def test_bad_trainer_config_names_the_field() -> None:
         TrainerConfig(old_log_probs="engine")
     with pytest.raises(ConfigError, match=r"objective\.tua"):
         with_overrides(RunConfig(), {"objective.tua": "0.5"})
-    with pytest.raises(ConfigError, match=r"ObjectiveConfig\.tau=0.0"):
-        with_overrides(RunConfig(), {"objective.tau": "0"})
+    with pytest.raises(ConfigError, match=r"ObjectiveConfig\.sapo_tau=0.0"):
+        with_overrides(RunConfig(), {"objective.sapo_tau": "0"})
+    for bad in ("-1", str(2**64), "1.5"):
+        with pytest.raises(ConfigError, match="seed"):
+            with_overrides(RunConfig(), {"seed": bad})
+    with pytest.raises(ConfigError, match="eval_episodes"):
+        with_overrides(RunConfig(), {"trainer.eval_episodes": "0"})
 
 
 def test_collapse_detector() -> None:
@@ -137,7 +158,7 @@ def test_collapse_detector() -> None:
 
 
 def test_stale_rollouts_come_from_the_policy_before_the_update() -> None:
-    trainer = Trainer(tiny(**{"trainer.staleness": "1", "trainer.minibatches": "1"}))
+    trainer = build_trainer([tiny(**{"trainer.staleness": "1", "trainer.minibatches": "1"})])
     first = trainer.collect()
     before = copy.deepcopy(trainer.policy)
     first.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
@@ -148,3 +169,73 @@ def test_stale_rollouts_come_from_the_policy_before_the_update() -> None:
         current, _ = trainer.policy.score(second)
     assert torch.allclose(stale, second.behaviour_log_probs, atol=1e-5)
     assert not torch.allclose(current, second.behaviour_log_probs, atol=1e-5)
+
+
+# -- populations ---------------------------------------------------------------------------------
+def _params(trainer, member: int) -> list[torch.Tensor]:
+    return [p.detach()[member].clone() for p in trainer.policy.parameters()]
+
+
+@pytest.mark.parametrize("policy", ["transformer", "tabular"])
+def test_a_population_member_updates_as_its_single_run(policy: str) -> None:
+    """Member k of a population takes the same first update (loss, gradients, metrics) as the
+    single run with its seed and objective (within 1e-5)."""
+    cfgs = [
+        tiny(**{"policy.kind": policy, "seed": str(s), "objective.name": o})
+        for s, o in ((0, "grpo"), (1, "sapo"), (2, "grpo"))
+    ]
+    pop = build_trainer(cfgs)
+    single = build_trainer([cfgs[1]])
+    rows_pop = pop.update(pop.collect())
+    rows_one = single.update(single.collect())
+    for key, value in rows_one[0].items():
+        assert rows_pop[1][key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+    for a, b in zip(_params(pop, 1), _params(single, 0), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_population_members_never_influence_each_other() -> None:
+    """Changing member 1's seed or objective leaves member 0 bit-identical after two updates."""
+    base = tiny(**{"trainer.minibatches": "2"})
+    first = build_trainer([base, with_overrides(base, {"seed": "1"})])
+    other = build_trainer([base, with_overrides(base, {"seed": "7", "objective.name": "sapo"})])
+    for trainer in (first, other):
+        for _ in range(2):
+            batch = trainer.collect()
+            batch.rewards = (torch.arange(len(batch)) % 3 == 0).float()  # every group has a signal
+            trainer.update(batch)
+    for a, b in zip(_params(first, 0), _params(other, 0), strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(_params(first, 1), _params(other, 1), strict=True))
+
+
+def test_per_member_gradient_clipping_matches_torch() -> None:
+    from testbed.trainer import clip_grad_norm_per_member
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.zeros(3, 4, 5, requires_grad=True), torch.zeros(3, 7, requires_grad=True)]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * torch.tensor([0.1, 5.0, 1.0]).view(
+            3, *([1] * (p.dim() - 1))
+        )
+    singles = [[p.grad[k].clone().requires_grad_() for p in params] for k in range(3)]
+    norms = clip_grad_norm_per_member(params, 1.0, 3)
+    for k in range(3):
+        ref = [torch.zeros_like(g, requires_grad=True) for g in singles[k]]
+        for r, g in zip(ref, singles[k], strict=True):
+            r.grad = g.detach().clone()
+        expected = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        assert norms[k] == pytest.approx(float(expected), rel=1e-6)
+        for r, p in zip(ref, params, strict=True):
+            assert torch.allclose(r.grad, p.grad[k], atol=1e-7)
+
+
+def test_population_refuses_members_that_differ_in_a_shared_field() -> None:
+    from testbed.run import split_populations
+
+    a = tiny()
+    b = with_overrides(a, {"policy.d_model": "8", "seed": "1"})
+    with pytest.raises(ConfigError, match=r"policy\.d_model"):
+        build_trainer([a, b])
+    groups = split_populations([a, b, with_overrides(a, {"seed": "2"})], max_members=8)
+    assert sorted(len(g) for g in groups) == [1, 2]

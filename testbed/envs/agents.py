@@ -84,7 +84,9 @@ class TokenOracle:
         search_plan = np.stack(
             [np.full(n, v.search_open), v.entity(ent), v.relation(rel), np.full(n, v.search_close)], 1
         )
-        answer_plan = np.stack([np.full(n, v.answer_open), v.entity(ent), np.full(n, v.answer_close), np.zeros(n)], 1)
+        answer_plan = np.stack(
+            [np.full(n, v.answer_open), v.entity(ent), np.full(n, v.answer_close), np.zeros(n)], 1
+        )
         self.plan[rows] = np.where(searching[:, None], search_plan, answer_plan)
         self.plan_len[rows] = np.where(searching, 4, 3)
         self.pos[rows] = 0

@@ -7,12 +7,12 @@ episode (a fresh world and question in a procedural world, a training question i
 
 ``testbed/SearchTokens-v0`` (Search-R1's protocol on the world's words; see ``tokens.py``):
 
-| space | shape | meaning |
+| space | type | meaning |
 | --- | --- | --- |
-| action | ``Discrete(V)`` | the next token id; any id is legal, a malformed one is answered by ``<information> <invalid> </information>`` |
-| observation ``tokens`` | ``Box(0, V - 1, (C,), int64)`` | the context so far: prompt, agent tokens, retrieved blocks; zero-padded |
-| observation ``env_mask`` | ``Box(0, 1, (C,), int8)`` | 1 where the environment wrote the token (prompt, ``<information>`` blocks) |
-| observation ``length`` | ``Discrete(C + 1)`` | tokens of ``tokens`` in use |
+| action | ``Discrete(V)`` | next token id; a malformed one gets ``<information> <invalid> </information>`` |
+| obs ``tokens`` | ``Box(0, V-1, (C,), int64)`` | the context: prompt, agent tokens, retrieved blocks; 0-padded |
+| obs ``env_mask`` | ``Box(0, 1, (C,), int8)`` | 1 where the environment wrote the token |
+| obs ``length`` | ``Discrete(C + 1)`` | tokens of ``tokens`` in use |
 
 V is the vocabulary size (specials, entities ``e*``, relations ``r*``), C = ``max_len`` + one
 retrieval block. ``env.unwrapped.decode(ids)`` gives the words of token ids, ``encode(text)`` the ids
@@ -20,10 +20,10 @@ of a space-separated text.
 
 ``testbed/SearchTabular-v0`` (see ``tabular.py``):
 
-| space | shape | meaning |
+| space | type | meaning |
 | --- | --- | --- |
-| action | ``Discrete(R + 2)`` | ``j < R``: search relation j of the believed entity; ``R``: answer the belief; ``R + 1``: guess |
-| observation | ``Discrete(S)`` | (turn, hops, hops done, next relation or done, last search found) as one index |
+| action | ``Discrete(R + 2)`` | ``j < R``: search relation j of the belief; ``R``: answer it; ``R + 1``: guess |
+| obs | ``Discrete(S)`` | (turn, hops, hops done, next relation or done, last found) as one index |
 
 Rewards lie in [-format_penalty, 1] (EM, or F1 for the token grain with ``reward="f1"``). Stepping
 after the episode ended is an error (call ``reset``); so is an action that is not an integer.
@@ -56,7 +56,9 @@ def _task(config: TaskConfig | dict | None, kwargs: dict[str, Any]) -> TaskConfi
 
 def _action(action: Any) -> int:
     if isinstance(action, bool) or not isinstance(action, numbers.Integral | np.integer):
-        if not (isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer)):
+        if not (
+            isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer)
+        ):
             raise ValueError(f"action={action!r}: must be an integer")
     return int(action)
 
@@ -101,7 +103,9 @@ class _SearchEnv(gym.Env):
 class TokenSearchEnv(_SearchEnv):
     metadata: ClassVar[dict] = {"render_modes": ["ansi"]}
 
-    def __init__(self, config: TaskConfig | dict | None = None, render_mode: str | None = None, **kwargs: Any):
+    def __init__(
+        self, config: TaskConfig | dict | None = None, render_mode: str | None = None, **kwargs: Any
+    ):
         self.config = _task(config, kwargs)
         self.core = TokenSearchBatch(self.config, 1)
         self.render_mode = render_mode
@@ -145,7 +149,13 @@ class TokenSearchEnv(_SearchEnv):
         shown = action if 0 <= action < self.core.vocab.size else self.core.vocab.invalid
         self._append([shown], env=False)
         self._append(out.obs[0, : out.obs_len[0]], env=True)
-        return self._obs(), float(out.reward[0]), bool(out.terminated[0]), bool(out.truncated[0]), self._info()
+        return (
+            self._obs(),
+            float(out.reward[0]),
+            bool(out.terminated[0]),
+            bool(out.truncated[0]),
+            self._info(),
+        )
 
     def decode(self, ids) -> str:
         return self.core.vocab.decode(ids)
@@ -182,7 +192,13 @@ class TabularSearchEnv(_SearchEnv):
 
     def decode(self, state: int) -> dict[str, int]:
         turn, hops, done, nxt, found = np.unravel_index(int(state), self.core.dims)
-        return {"turn": int(turn), "hops": int(hops) + 1, "hops_done": int(done), "next_relation": int(nxt), "found": int(found)}
+        return {
+            "turn": int(turn),
+            "hops": int(hops) + 1,
+            "hops_done": int(done),
+            "next_relation": int(nxt),
+            "found": int(found),
+        }
 
     def encode(self, turn: int, hops: int, hops_done: int, next_relation: int, found: int) -> int:
         return int(np.ravel_multi_index((turn, hops - 1, hops_done, next_relation, found), self.core.dims))

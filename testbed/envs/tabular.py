@@ -11,7 +11,8 @@ The observation is one integer encoding what the agent knows: the turn, the ques
 hops, the hops done, the next relation of the chain (or "done") and whether the last search found
 its document. What the agent has read is carried by the belief: the entity its last found document
 named, which the answer action ``R`` says. So the task stays solvable when every episode draws its
-own facts (procedural worlds): a state never needs to name an entity, only where the chain stands. Reward: EM of the answered entity; the episode truncates at the action past
+own facts (procedural worlds): a state never needs to name an entity, only where the chain stands.
+Reward: EM of the answered entity; the episode truncates at the action past
 ``max_turns``. Rewards lie in [-format_penalty, 1].
 """
 

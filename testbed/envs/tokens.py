@@ -9,6 +9,11 @@ Left of ``|`` is the prompt. A closed ``<search>`` segment calls the retriever; 
 back wrapped in ``<information>`` (environment tokens, to be masked from the loss). Words outside
 tags are free "thinking". ``<answer> ... </answer>`` ends the episode with the reward.
 
+The state machine (``TokenSearchBatch``) is the same for every token-level task; what a task
+supplies is a ``TokenTask``: its vocabulary's tags, the prompts of a batch of episodes, the
+observation of a search and the score of an answer. ``SimulatedTask`` is the synthetic world with
+its retriever; ``testbed.integrations.text_task.TextTask`` is real text with BM25 or a server.
+
 Malformed actions are part of the simulation, never an exception: a closing tag with no opening
 one, a tag inside a segment (nesting), an empty or over-long query or answer, a special token that
 is not a tag, ``<information>`` written by the agent, or an answer before any search when
@@ -21,6 +26,7 @@ invalid action; the action that would exceed ``max_turns`` truncates the episode
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -42,8 +48,88 @@ class TokenStep:
     truncated: np.ndarray  # [B] bool: hit max_turns or max_len this step
 
 
+class TokenTask(Protocol):
+    """The parts of a token-level task (see the module docstring). ``search`` and ``score`` get
+    the rows concerned and their segments (``seg`` [n, L] token ids, ``seg_len`` [n])."""
+
+    vocab: object
+    info_len: int
+    top_k: int
+
+    def load(self, episodes: np.ndarray) -> list[list[int]]: ...
+
+    def search(
+        self,
+        rows: np.ndarray,
+        seg: np.ndarray,
+        seg_len: np.ndarray,
+        closed_book: bool,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def score(self, rows: np.ndarray, seg: np.ndarray, seg_len: np.ndarray, reward: str) -> np.ndarray: ...
+
+
+class SimulatedTask:
+    """The synthetic world's task: prompts ``<bos> r_h ... r_1 e``, the retriever's documents
+    rendered from each episode's own facts, answers scored against the single-word gold entity."""
+
+    def __init__(
+        self, config: TaskConfig, world: World | None = None, retriever: Retriever | None = None
+    ) -> None:
+        self.config = config
+        self.world = world or World(config.world)
+        self.vocab = self.world.vocab
+        self.retriever = retriever or SimulatedRetriever(self.world, config.retriever)
+        self.info_len, self.top_k = config.info_len, config.retriever.top_k
+        self.ep: Episodes | None = None
+
+    def load(self, episodes: np.ndarray) -> list[list[int]]:
+        self.ep = self.world.episodes(episodes)
+        return [self.world.question_tokens(self.ep, i) for i in range(len(episodes))]
+
+    def search(
+        self,
+        rows: np.ndarray,
+        seg: np.ndarray,
+        seg_len: np.ndarray,
+        closed_book: bool,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(observation tokens [n, info_len], their lengths [n], document ids [n, k])."""
+        v, k = self.vocab, self.top_k
+        if closed_book:
+            docs = rng.integers(0, self.world.n_docs, (len(rows), k))
+        else:
+            docs = self.retriever.retrieve(seg[:, : self.config.max_query_len], rng)
+        triples = self.world.doc_triples(self.ep, rows, docs)  # [n, k, 3]
+        words = np.stack(
+            [
+                v.entity(triples[..., 0]),
+                v.relation(triples[..., 1]),
+                v.entity(triples[..., 2]),
+                np.full(triples.shape[:2], v.sep),
+            ],
+            axis=-1,
+        ).reshape(len(rows), 4 * k)[:, :-1]
+        obs = np.concatenate(
+            [np.full((len(rows), 1), v.info_open), words, np.full((len(rows), 1), v.info_close)], axis=1
+        )
+        return obs, np.full(len(rows), self.info_len), docs
+
+    def score(self, rows: np.ndarray, seg: np.ndarray, seg_len: np.ndarray, reward: str) -> np.ndarray:
+        """EM or F1 of the closed answers against the single-word gold answers."""
+        gold = self.vocab.entity(self.ep.answer[rows])
+        seg = seg[:, : self.config.max_answer_len]
+        if reward == "em":
+            return ((seg_len == 1) & (seg[:, 0] == gold)).astype(float)
+        hits = ((seg == gold[:, None]) & (np.arange(seg.shape[1])[None, :] < seg_len[:, None])).any(1)
+        precision = hits / np.maximum(seg_len, 1)
+        return np.where(hits, 2 * precision / (precision + 1), 0.0)
+
+
 class TokenSearchBatch:
-    """B independent episodes of the token-level task, stepped together."""
+    """B independent episodes of a token-level task, stepped together."""
 
     grain = "token"
 
@@ -54,42 +140,40 @@ class TokenSearchBatch:
         world: World | None = None,
         retriever: Retriever | None = None,
         closed_book: bool = False,
+        task: TokenTask | None = None,
     ) -> None:
-        """``closed_book``: every search returns random documents of the episode's world (the
-        probe of what the policy answers without searching)."""
+        """``task``: the task's parts (default: the simulated task over ``world`` and
+        ``retriever``). ``closed_book``: every search returns random documents of the episode's
+        world (the probe of what the policy answers without searching)."""
         self.config = config
-        self.world = world or World(config.world)
-        self.vocab = self.world.vocab
-        self.retriever = retriever or SimulatedRetriever(self.world, config.retriever)
+        self.task = task or SimulatedTask(config, world, retriever)
+        self.vocab = self.task.vocab
         self.closed_book = closed_book
-        self.info_len = config.info_len
-        self.ep: Episodes | None = None
-        self._alloc(batch_size)
-
-    @property
-    def capacity(self) -> int:
-        """Longest context an episode can reach: max_len plus one last observation."""
-        return self.config.max_len + self.info_len
-
-    def _alloc(self, batch_size: int) -> None:
-        cfg = self.config
-        self.batch_size = b = batch_size
+        self.info_len = self.task.info_len
+        b = self.batch_size = batch_size
         self.question = np.zeros(b, dtype=np.int64)
         self.phase = np.zeros(b, dtype=np.int8)
-        self.seg = np.full((b, max(cfg.max_query_len, cfg.max_answer_len) + 1), -1, dtype=np.int64)
+        self.seg = np.full((b, max(config.max_query_len, config.max_answer_len) + 1), -1, dtype=np.int64)
         self.seg_len = np.zeros(b, dtype=np.int64)
         self.turns = np.zeros(b, dtype=np.int64)
         self.searches = np.zeros(b, dtype=np.int64)
         self.invalid = np.zeros(b, dtype=np.int64)
         self.length = np.zeros(b, dtype=np.int64)
         self.done = np.ones(b, dtype=bool)
-        self.last_docs = np.full((b, cfg.retriever.top_k), -1, dtype=np.int64)
+        self.last_docs = np.full((b, self.task.top_k), -1, dtype=np.int64)
 
-    def prompt_tokens(self, row: int) -> list[int]:
-        return self.world.question_tokens(self.ep, row)
+    @property
+    def world(self) -> World | None:
+        return getattr(self.task, "world", None)
 
-    def load_episodes(self, ids: np.ndarray) -> None:
-        self.ep = self.world.episodes(ids)
+    @property
+    def ep(self) -> Episodes | None:
+        return getattr(self.task, "ep", None)
+
+    @property
+    def capacity(self) -> int:
+        """Longest context an episode can reach: max_len plus one last observation."""
+        return self.config.max_len + self.info_len
 
     def reset(self, episodes: np.ndarray) -> list[list[int]]:
         """Start one episode per environment on the given episode ids; returns the prompts."""
@@ -97,7 +181,7 @@ class TokenSearchBatch:
         if episodes.shape != (self.batch_size,):
             raise ValueError(f"episodes: expected shape ({self.batch_size},), got {episodes.shape}")
         self.question[:] = episodes
-        self.load_episodes(episodes)
+        prompts = self.task.load(episodes)
         self.phase[:] = FREE
         self.seg[:] = -1
         self.seg_len[:] = 0
@@ -106,7 +190,6 @@ class TokenSearchBatch:
         self.invalid[:] = 0
         self.done[:] = False
         self.last_docs[:] = -1
-        prompts = [self.prompt_tokens(i) for i in range(self.batch_size)]
         self.length[:] = [len(p) for p in prompts]
         return prompts
 
@@ -157,7 +240,12 @@ class TokenSearchBatch:
         searched = np.flatnonzero(close_search & acts)
         self.searches[searched] += 1
         if searched.size:
-            self._retrieve(searched, obs, obs_len, rng)
+            found, found_len, docs = self.task.search(
+                searched, self.seg[searched], self.seg_len[searched], self.closed_book, rng
+            )
+            obs[searched, : found.shape[1]] = found
+            obs_len[searched] = found_len
+            self.last_docs[searched, : docs.shape[1]] = docs
         bad = invalid & acts
         obs[bad, :3] = (v.info_open, v.invalid, v.info_close)
         obs_len[bad] = 3
@@ -166,48 +254,11 @@ class TokenSearchBatch:
         self.length += obs_len
 
         reward = np.zeros(b)
-        reward[close_answer] = self._score(close_answer)
+        answered = np.flatnonzero(close_answer)
+        reward[answered] = self.task.score(answered, self.seg[answered], self.seg_len[answered], cfg.reward)
         truncated = live & ~close_answer & (over_turns | (self.length >= cfg.max_len))
         ended = close_answer | truncated
         reward[ended] -= cfg.format_penalty * (self.invalid[ended] > 0)
         self.done |= ended
         obs_len[ended] = 0
         return TokenStep(obs, obs_len, reward, close_answer, truncated)
-
-    def _retrieve(
-        self, rows: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
-    ) -> None:
-        """Write the retrieval observation of each searching row into ``obs``/``obs_len``."""
-        v, k = self.vocab, self.config.retriever.top_k
-        queries = self.seg[rows, : self.config.max_query_len]
-        if self.closed_book:
-            docs = rng.integers(0, self.world.n_docs, (len(rows), k))
-        else:
-            docs = self.retriever.retrieve(queries, rng)
-        self.last_docs[rows] = docs
-        triples = self.world.doc_triples(self.ep, rows, docs)  # [n, k, 3]
-        words = np.stack(
-            [
-                v.entity(triples[..., 0]),
-                v.relation(triples[..., 1]),
-                v.entity(triples[..., 2]),
-                np.full(triples.shape[:2], v.sep),
-            ],
-            axis=-1,
-        ).reshape(len(rows), 4 * k)[:, :-1]
-        obs[rows, 0] = v.info_open
-        obs[rows, 1 : 1 + words.shape[1]] = words
-        obs[rows, -1] = v.info_close
-        obs_len[rows] = self.info_len
-
-    def _score(self, rows_mask: np.ndarray) -> np.ndarray:
-        """EM or F1 of the closed answers against the single-word gold answers."""
-        rows = np.flatnonzero(rows_mask)
-        gold = self.vocab.entity(self.ep.answer[rows])
-        seg = self.seg[rows, : self.config.max_answer_len]
-        n = self.seg_len[rows]
-        if self.config.reward == "em":
-            return ((n == 1) & (seg[:, 0] == gold)).astype(float)
-        hits = ((seg == gold[:, None]) & (np.arange(seg.shape[1])[None, :] < n[:, None])).any(1)
-        precision = hits / np.maximum(n, 1)
-        return np.where(hits, 2 * precision / (precision + 1), 0.0)

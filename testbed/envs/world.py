@@ -64,7 +64,12 @@ class WorldConfig:
         if self.kind == "fixed":
             n_held = round(self.held_out_frac * self.n_questions)
             if n_held < 1 or n_held >= self.n_questions:
-                fail(self, "held_out_frac", self.held_out_frac, "must leave >= 1 held-out and >= 1 training question")
+                fail(
+                    self,
+                    "held_out_frac",
+                    self.held_out_frac,
+                    "must leave >= 1 held-out and >= 1 training question",
+                )
 
     @property
     def max_hops(self) -> int:
@@ -189,7 +194,9 @@ class World:
         if not self.procedural:
             bad = ids[(ids < 0) | (ids >= self.config.n_questions)]
             if bad.size:
-                raise ValueError(f"episode id {int(bad[0])}: a fixed world has questions 0..{self.config.n_questions - 1}")
+                raise ValueError(
+                    f"episode id {int(bad[0])}: a fixed world has questions 0..{self.config.n_questions - 1}"
+                )
             q = self.questions
             facts = np.broadcast_to(self.facts, (len(ids), *self.facts.shape))
             return Episodes(ids, facts, q["start"][ids], q["chain"][ids], q["hops"][ids], q["answer"][ids])

@@ -13,12 +13,15 @@ from collections.abc import Callable
 from testbed.config import ConfigError
 from testbed.envs import World
 from testbed.envs.bm25 import BM25Retriever
+from testbed.envs.tokens import TokenSearchBatch
 from testbed.integrations.hf_policy import HFPolicy, add_lora, load_model
-from testbed.integrations.text_task import TextQA, TextSearchBatch, add_tags, corpus_words, text_task_config
+from testbed.integrations.text_task import TextQA, add_tags, corpus_words, text_core, text_task_config
 from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
 
 
-def hf_parts(cfg, qa: TextQA | None = None, max_obs_len: int = 64) -> tuple[HFPolicy, World, Callable[..., TextSearchBatch]]:
+def hf_parts(
+    cfg, qa: TextQA | None = None, max_obs_len: int = 64
+) -> tuple[HFPolicy, World, Callable[..., TokenSearchBatch]]:
     """(policy, world, make_core) for a ``RunConfig`` with ``policy.kind="hf"``."""
     if cfg.task.world.kind != "fixed":
         raise ConfigError(
@@ -38,6 +41,6 @@ def hf_parts(cfg, qa: TextQA | None = None, max_obs_len: int = 64) -> tuple[HFPo
     task = text_task_config(cfg.task)
     retriever = BM25Retriever(qa.corpus, task.retriever.top_k)
     make_core = functools.partial(
-        TextSearchBatch, task, tokenizer=tokenizer, qa=qa, retriever=retriever, max_obs_len=max_obs_len
+        text_core, task, tokenizer=tokenizer, qa=qa, retriever=retriever, max_obs_len=max_obs_len
     )
     return HFPolicy(model), world, make_core

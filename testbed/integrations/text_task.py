@@ -1,9 +1,9 @@
 """The search task in real text, for Hugging Face tokenizers and models.
 
-The same batched state machine as the simulated token task (``TokenSearchBatch``), with three
-things replaced: prompts are tokenized questions, a closed ``<search>`` segment is decoded and sent
-to BM25 (its documents tokenized into ``<information> ... </information>``, cut to
-``max_obs_len`` tokens), and a closed ``<answer>`` is decoded and scored by normalised EM or F1.
+The same batched state machine as the simulated token task (``TokenSearchBatch``), with its
+parts (``TextTask``) replaced: prompts are tokenized questions, a closed ``<search>`` segment is
+decoded and sent to BM25 (its documents tokenized into ``<information> ... </information>``, cut
+to ``max_obs_len`` tokens), and a closed ``<answer>`` is decoded and scored by normalised EM or F1.
 The tags must be single tokens of the tokenizer: ``add_tags`` adds any that are missing (as
 ordinary tokens, so decoding with ``skip_special_tokens`` keeps them) and resizes the model.
 """
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from testbed.envs.bm25 import BM25Retriever
-from testbed.envs.tokens import TaskConfig, TokenSearchBatch
+from testbed.envs.bm25 import BM25Retriever, TextRetriever
+from testbed.envs.task import TaskConfig
+from testbed.envs.tokens import TokenSearchBatch
 from testbed.envs.world import World
 
 TAGS = ("<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>", "<invalid>")
@@ -116,53 +117,89 @@ class TextVocab:
         return (tok >= 0) & (tok < self.size) & ~np.isin(tok, self.special)
 
 
-class TextSearchBatch(TokenSearchBatch):
-    """B episodes of the text search task, stepped one token at a time like the simulated one."""
+class TextTask:
+    """The parts (``TokenTask``) of the search task in real text: tokenized questions as prompts,
+    searches decoded and sent to a text retriever (BM25, or a retrieval server's client), its
+    documents tokenized into ``<information> ... </information>`` (cut to ``max_obs_len``), answers
+    decoded and scored by normalised EM or F1 against any gold answer. Episode ids are question
+    indices of ``qa``."""
 
     def __init__(
         self,
         config: TaskConfig,
-        batch_size: int,
         tokenizer,
         qa: TextQA,
-        retriever: BM25Retriever | None = None,
+        retriever: TextRetriever | None = None,
         max_obs_len: int = 64,
     ) -> None:
-        self.config = config
-        self.tokenizer = tokenizer
-        self.qa = qa
+        self.config, self.tokenizer, self.qa = config, tokenizer, qa
         self.vocab = TextVocab(tokenizer)
         self.retriever = retriever or BM25Retriever(qa.corpus, config.retriever.top_k)
-        self.info_len = max_obs_len + 2
-        self._alloc(batch_size)
+        self.info_len, self.top_k = max_obs_len + 2, config.retriever.top_k
+        self.question = np.zeros(0, dtype=np.int64)
 
-    def prompt_tokens(self, question: int) -> list[int]:
-        ids = self.tokenizer(self.qa.questions[question], add_special_tokens=False)["input_ids"]
+    def load(self, episodes: np.ndarray) -> list[list[int]]:
+        bad = episodes[(episodes < 0) | (episodes >= len(self.qa.questions))]
+        if bad.size:
+            raise ValueError(
+                f"episode id {int(bad[0])}: the data has questions 0..{len(self.qa.questions) - 1}"
+            )
+        self.question = episodes.copy()
         bos = self.tokenizer.bos_token_id
-        return ([bos] if bos is not None else []) + list(ids)
+        prompts = []
+        for q in episodes:
+            ids = self.tokenizer(self.qa.questions[q], add_special_tokens=False)["input_ids"]
+            prompts.append(([bos] if bos is not None else []) + list(ids))
+        return prompts
 
-    def _decode_segments(self, rows: np.ndarray, cap: int) -> list[str]:
-        return [self.tokenizer.decode(self.seg[r, : min(self.seg_len[r], cap)].tolist()) for r in rows]
+    def _decode(self, seg: np.ndarray, seg_len: np.ndarray, cap: int) -> list[str]:
+        return [self.tokenizer.decode(s[: min(n, cap)].tolist()) for s, n in zip(seg, seg_len, strict=True)]
 
-    def _retrieve(
-        self, rows: np.ndarray, obs: np.ndarray, obs_len: np.ndarray, rng: np.random.Generator
-    ) -> None:
-        docs = self.retriever.search(self._decode_segments(rows, self.config.max_query_len))
-        self.last_docs[rows, : docs.shape[1]] = docs
+    def search(
+        self,
+        rows: np.ndarray,
+        seg: np.ndarray,
+        seg_len: np.ndarray,
+        closed_book: bool,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if closed_book:  # random documents of the corpus: the closed-book probe
+            docs = rng.integers(0, len(self.qa.corpus), (len(rows), self.top_k))
+            texts = [[self.qa.corpus[d] for d in row] for row in docs]
+        else:
+            docs = self.retriever.search(self._decode(seg, seg_len, self.config.max_query_len))
+            # the retriever's own texts: a server client learns its documents as they come back
+            texts = [[self.retriever.texts[d] for d in row if d >= 0] for row in docs]
         v = self.vocab
-        for row, row_docs in zip(rows, docs, strict=True):
-            # The retriever's own texts: a server client learns its documents as they come back.
-            text = " ; ".join(self.retriever.texts[d] for d in row_docs if d >= 0)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.info_len - 2]
+        obs = np.full((len(rows), self.info_len), v.pad, dtype=np.int64)
+        obs_len = np.zeros(len(rows), dtype=np.int64)
+        for i, row_texts in enumerate(texts):
+            ids = self.tokenizer(" ; ".join(row_texts), add_special_tokens=False)["input_ids"][
+                : self.info_len - 2
+            ]
             tokens = [v.info_open, *ids, v.info_close]
-            obs[row, : len(tokens)] = tokens
-            obs_len[row] = len(tokens)
+            obs[i, : len(tokens)] = tokens
+            obs_len[i] = len(tokens)
+        return obs, obs_len, docs
 
-    def _score(self, rows_mask: np.ndarray) -> np.ndarray:
-        rows = np.flatnonzero(rows_mask)
-        said = self._decode_segments(rows, self.config.max_answer_len)
+    def score(self, rows: np.ndarray, seg: np.ndarray, seg_len: np.ndarray, reward: str) -> np.ndarray:
+        said = self._decode(seg, seg_len, self.config.max_answer_len)
         scores = [em_f1(s, self.qa.answers[self.question[r]]) for s, r in zip(said, rows, strict=True)]
-        return np.array([em if self.config.reward == "em" else f1 for em, f1 in scores], dtype=float)
+        return np.array([em if reward == "em" else f1 for em, f1 in scores], dtype=float)
+
+
+def text_core(
+    config: TaskConfig,
+    batch_size: int,
+    tokenizer,
+    qa: TextQA,
+    retriever: TextRetriever | None = None,
+    max_obs_len: int = 64,
+    closed_book: bool = False,
+) -> TokenSearchBatch:
+    """B episodes of the text search task: the token state machine over a ``TextTask``."""
+    task = TextTask(config, tokenizer, qa, retriever, max_obs_len)
+    return TokenSearchBatch(config, batch_size, closed_book=closed_book, task=task)
 
 
 def text_task_config(

@@ -45,7 +45,9 @@ def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch,
     if cfg.kind == "tabular":
         return TabularPolicy(core.n_states, core.n_actions, members)
     if cfg.kind == "transformer":
-        return TransformerPolicy(core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members)
+        return TransformerPolicy(
+            core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members
+        )
     raise ValueError(f"policy.kind={cfg.kind!r}: built by testbed.run, not build_policy")
 
 

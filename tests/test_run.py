@@ -1,0 +1,83 @@
+"""Run assembly: one base policy per study (shared and cached), the closed-book probe, HF runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from testbed import warmstart
+from testbed.config import with_overrides
+from testbed.run import RunConfig, build_trainer, study_key, train
+
+TINY = {
+    "task.world.n_entities": "8",
+    "task.max_len": "40",
+    "policy.n_layers": "1",
+    "policy.d_model": "16",
+    "policy.n_heads": "2",
+    "warm_start.steps": "10",
+    "warm_start.batch_size": "16",
+    "trainer.n_updates": "2",
+    "trainer.questions_per_batch": "2",
+    "trainer.group_size": "4",
+    "trainer.minibatches": "2",
+    "trainer.eval_every": "1",
+    "trainer.eval_episodes": "16",
+}
+
+
+def tiny(**extra: str) -> RunConfig:
+    return with_overrides(RunConfig(), {**TINY, **extra})
+
+
+def test_rl_seeds_share_one_cached_base_policy(tmp_path, monkeypatch) -> None:
+    calls = []
+    real = warmstart.imitate
+    monkeypatch.setattr(warmstart, "imitate", lambda *a: calls.append(1) or real(*a))
+    a = build_trainer([tiny(seed="0")], tmp_path)
+    b = build_trainer([tiny(seed="5")], tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.glob("base-*.pt"))) == 1  # trained once, then read
+    for p, q in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+        assert torch.equal(p, q)
+    c = build_trainer([tiny(**{"warm_start.seed": "1"})], tmp_path)  # another base on request
+    assert len(calls) == 2
+    assert not all(
+        torch.equal(p, q) for p, q in zip(a.policy.parameters(), c.policy.parameters(), strict=True)
+    )
+    assert study_key(tiny(seed="0")) == study_key(tiny(seed="5", **{"objective.name": "sapo"}))
+
+
+def test_unwritable_base_cache_only_warns(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="not written"):
+        build_trainer([tiny()], blocker / "cache")
+
+
+def test_closed_book_stays_at_chance_during_grpo() -> None:
+    """Procedural worlds: with random documents for retrieval no policy beats chance (~1/8 here)."""
+    cfg = tiny(
+        **{
+            "trainer.n_updates": "4",
+            "trainer.lr": "0.01",
+            "trainer.eval_episodes": "400",
+            "trainer.eval_every": "2",
+        }
+    )
+    rows, summary = train(cfg)
+    closed = [r["eval_em_closed_book"] for r in rows if "eval_em_closed_book" in r]
+    assert len(closed) == 3
+    assert max(closed) < 0.25  # chance 1/8 plus 4 standard errors of 400 episodes
+    assert summary["max_em_closed_book"] == max(closed)
+    assert all(
+        r["eval_em_sampled_se"] > 0 or r["eval_em_sampled"] in (0, 1) for r in rows if "eval_em_sampled" in r
+    )
+
+
+def test_hf_policy_runs_through_the_one_assembly(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    cfg = tiny(**{"policy.kind": "hf", "task.world.kind": "fixed", "task.world.n_questions": "16"})
+    rows, summary = train(cfg)
+    assert [r["update"] for r in rows] == [0, 1, 2] and 0 <= summary["final_em"] <= 1
+    with pytest.raises(Exception, match=r"task\.world\.kind"):
+        build_trainer([tiny(**{"policy.kind": "hf"})])
