@@ -9,8 +9,8 @@ episode (a fresh world and question in a procedural world, a training question i
 
 | space | type | meaning |
 | --- | --- | --- |
-| action | ``Discrete(V)`` | next token id; a malformed one gets ``<information> <invalid> </information>`` |
-| obs ``tokens`` | ``Box(0, V-1, (C,), int64)`` | the context: prompt, agent tokens, retrieved blocks; 0-padded |
+| action | ``Discrete(V)`` | next token id; a malformed one is answered ``<invalid>`` |
+| obs ``tokens`` | ``Box(0, V-1, (C,), int64)`` | the context: prompt, agent tokens, retrieved blocks |
 | obs ``env_mask`` | ``Box(0, 1, (C,), int8)`` | 1 where the environment wrote the token |
 | obs ``length`` | ``Discrete(C + 1)`` | tokens of ``tokens`` in use |
 
@@ -22,7 +22,7 @@ of a space-separated text.
 
 | space | type | meaning |
 | --- | --- | --- |
-| action | ``Discrete(R + 2)`` | ``j < R``: search relation j of the belief; ``R``: answer it; ``R + 1``: guess |
+| action | ``Discrete(R + 2)`` | ``j < R``: search relation j of the belief; ``R``: answer; ``R + 1``: guess |
 | obs | ``Discrete(S)`` | (turn, hops, hops done, next relation or done, last found) as one index |
 
 Rewards lie in [-format_penalty, 1] (EM, or F1 for the token grain with ``reward="f1"``). Stepping
@@ -55,11 +55,9 @@ def _task(config: TaskConfig | dict | None, kwargs: dict[str, Any]) -> TaskConfi
 
 
 def _action(action: Any) -> int:
-    if isinstance(action, bool) or not isinstance(action, numbers.Integral | np.integer):
-        if not (
-            isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer)
-        ):
-            raise ValueError(f"action={action!r}: must be an integer")
+    scalar_array = isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+    if not scalar_array and (isinstance(action, bool) or not isinstance(action, numbers.Integral)):
+        raise ValueError(f"action={action!r}: must be an integer")
     return int(action)
 
 
