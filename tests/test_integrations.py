@@ -13,8 +13,7 @@ from testbed.config import with_overrides
 from testbed.envs import World, WorldConfig
 from testbed.envs.bm25 import BM25Retriever
 from testbed.integrations.text_task import TextQA, em_f1, normalize_answer, text_core
-from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
-from testbed.objectives import ObjectiveConfig, get_objective
+from testbed.integrations.tiny import train_tokenizer
 from testbed.rollout import PolicyAgent, rollout
 from testbed.run import RunConfig, build_trainer
 
@@ -140,92 +139,6 @@ def test_hf_policy_trains_in_our_trainer() -> None:
     (row,) = trainer.update(batch)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True))
     assert {"ratio_p05_pos", "sapo_penalty", "zero_grad_frac_all"} <= set(row)
-
-
-def _trl_trainer(tokenizer, tmp_path, **kwargs):
-    from datasets import Dataset
-    from trl import GRPOConfig
-
-    from testbed.integrations.trl import TestbedGRPOTrainer
-
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        num_iterations=2,
-        learning_rate=1e-2,
-        gradient_checkpointing=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        **kwargs,
-    )
-    data = Dataset.from_dict({"prompt": ["question : r0 of r1 of e3 ?", "question : r2 of r0 of e5 ?"] * 4})
-
-    def reward(completions, **_):
-        return [float(len(c.split()) % 3) for c in completions]  # varies within groups: non-zero advantages
-
-    return TestbedGRPOTrainer(
-        model=tiny_qwen2(len(tokenizer)),
-        reward_funcs=reward,
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        objective="testbed_sapo",
-    )
-
-
-def test_trl_subclass_trains_with_our_objective(tokenizer, tmp_path) -> None:
-    trainer = _trl_trainer(tokenizer, tmp_path)
-    before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.train()
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
-    logged = {k for entry in trainer.state.log_history for k in entry}
-    assert "testbed/sapo_penalty" in logged and "testbed/ratio_p05_pos" in logged
-
-    # the override's loss is our function on the same tensors
-    ids = tokenizer(["question : r0 of r1 of e3 ? <search> e3 r1 </search>"], return_tensors="pt")[
-        "input_ids"
-    ]
-    prompt, completion = ids[:, :8].repeat(2, 1), ids[:, 8:].repeat(2, 1)
-    inputs = {
-        "prompt_ids": prompt,
-        "prompt_mask": torch.ones_like(prompt),
-        "completion_ids": completion,
-        "completion_mask": torch.ones_like(completion),
-        "advantages": torch.tensor([1.0, -1.0]),
-        "old_per_token_logps": torch.full(completion.shape, -3.0),
-    }
-    trainer.model.train()
-    loss = trainer._compute_loss(trainer.model, inputs)
-    logps = trainer._get_per_token_logps_and_entropies(
-        trainer.model, torch.cat([prompt, completion], 1), torch.ones(2, ids.shape[1]), completion.shape[1]
-    )[0]
-    expected, _ = get_objective("sapo")(
-        logps,
-        inputs["old_per_token_logps"],
-        inputs["advantages"],
-        torch.ones(completion.shape),
-        None,
-        ObjectiveConfig(name="sapo"),
-    )
-    assert float(loss) == pytest.approx(
-        float(expected) / trainer.current_gradient_accumulation_steps, rel=1e-5
-    )
-
-
-def test_trl_subclass_refuses_liger_and_unprefixed_names(tokenizer, tmp_path) -> None:
-    from testbed.integrations.trl import registry_name
-
-    with pytest.raises(ValueError, match="use_liger_kernel"):
-        _trl_trainer(tokenizer, tmp_path, use_liger_kernel=True)
-    with pytest.raises(ValueError, match="testbed_sapo"):
-        registry_name("sapo")
 
 
 def test_bm25_from_jsonl_and_bad_records(tmp_path) -> None:
