@@ -162,7 +162,7 @@ def _sweep(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from testbed.config import config_hash, with_overrides
     from testbed.sweep import ResultStore, run_configs
-    from testbed.trainer import RunConfig
+    from testbed.run import RunConfig
 
     cfg = with_overrides(RunConfig(), parse_overrides(args.set))
     store = ResultStore(args.out)

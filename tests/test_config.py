@@ -20,7 +20,7 @@ from testbed.config import (
     parse_overrides,
     with_overrides,
 )
-from testbed.trainer import RunConfig
+from testbed.run import RunConfig
 
 NOT_FINITE = [math.nan, math.inf, -math.inf, "1.0", None, True]
 

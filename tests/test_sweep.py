@@ -1,20 +1,37 @@
-"""Sweeps: specs, every executor backend, and resuming after SIGKILL with nothing lost or doubled."""
+"""Sweeps: specs, every executor backend, resuming after SIGKILL with nothing lost or doubled, a
+failed run costing none of the others, Ctrl-C, and a store that checks what it holds."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from testbed.config import ConfigError
-from testbed.sweep import ResultStore, SweepSpec, load_spec, make_executor, run_configs, spec_from_overrides
+from testbed.sweep import (
+    ResultStore,
+    RunsFailed,
+    StoreError,
+    SweepSpec,
+    load_spec,
+    make_executor,
+    run_configs,
+    runner,
+    spec_from_overrides,
+)
+from testbed.sweep.runner import usable_cache_dir
+
+runner_train = runner.train
 
 TINY = {
     "policy.kind": "tabular",
@@ -62,11 +79,51 @@ def test_spec_files_and_overrides(tmp_path: Path) -> None:
         (lambda: SweepSpec(random={"space": {"trainer.lr": {"normal": [0, 1]}}}), r"space\['trainer.lr'\]"),
         (lambda: SweepSpec(grid={"objective.tua": [1]}).configs(), r"objective.tua"),
         (lambda: SweepSpec(grid={"objective.tau": [-1]}).configs(), r"ObjectiveConfig.tau=-1"),
+        (lambda: SweepSpec(grid={"objective.tau": "0.5"}), r"grid\['objective.tau'\]"),
+        (lambda: SweepSpec(grid={"trainer.n_updates": [2.5]}).configs(), r"trainer.n_updates=2.5"),
+        (lambda: SweepSpec(base={"trainer.lr": math.inf}).configs(), r"trainer.lr=inf: must be a finite"),
+        (lambda: SweepSpec(seeds=3), r"SweepSpec.seeds=3"),
+        (lambda: SweepSpec(seeds=["a"]), r"SweepSpec.seeds"),
+        (lambda: SweepSpec(random={"n": 0}), r"random.n=0"),
+        (lambda: SweepSpec(random={"count": 3}), r"unknown key\(s\) \['count'\]"),
+        (lambda: SweepSpec(random={"space": {"trainer.lr": {"loguniform": [0, 1]}}}), r"low > 0"),
+        (lambda: SweepSpec(random={"space": {"trainer.lr": {"uniform": [1]}}}), r"two finite numbers"),
+        (lambda: SweepSpec(random={"space": {"trainer.lr": {"uniform": [2, 1]}}}), r"low <= high"),
+        (lambda: SweepSpec(random={"space": {"trainer.lr": {"uniform": ["a", 1]}}}), r"two finite"),
+        (lambda: SweepSpec(random={"space": {"seed": {"randint": [0.5, 3]}}}), r"two integers"),
+        (lambda: SweepSpec(random={"space": {"seed": {"choice": []}}}), r"non-empty list"),
+        (
+            lambda: spec_from_overrides(["objective.tau"], [0]),
+            r"^--grid 'objective.tau': expected NAME=VALUE",
+        ),
     ],
 )
 def test_bad_specs_name_the_field(spec, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as err:
         spec()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("s.txt", "grid: {objective.tau: [0.5]}", r"must end in \.yaml, \.yml, \.json"),
+        ("s.yaml", "", r"empty, or not a mapping"),
+        ("s.json", "", r"empty, or not a mapping"),
+        ("s.yaml", "- 1\n- 2\n", r"empty, or not a mapping"),
+        ("s.yaml", "grid: {objective.tau: [0.5\n", r"not valid YAML .* at line"),
+        ("s.json", '{"grid": ', r"not valid JSON .* at line 1"),
+        ("s.yaml", "grids: {}\n", r"unknown sweep keys \['grids'\]"),
+        ("s.yaml", "random: {space: {trainer.lr: {loguniform: [0, 1]}}}\n", r"s\.yaml: .*low > 0"),
+        ("missing.yaml", None, r"cannot read it \(No such file"),
+    ],
+)
+def test_bad_spec_files_give_one_line(tmp_path: Path, name: str, text: str | None, match: str) -> None:
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_spec(tmp_path / name)
+    assert "\n" not in str(err.value)
 
 
 def _sweep_configs():
@@ -123,3 +180,184 @@ def test_sigkill_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path) ->
     a, b = _frame(ResultStore(killed)), _frame(ResultStore(whole))
     assert not a.duplicated(["run", "update"]).any()
     pd.testing.assert_frame_equal(a, b)
+
+
+# -- a failed run costs none of the others; the store checks what it holds -----------------------
+
+
+def _tiny_configs(n: int = 3):
+    return SweepSpec(base=TINY, grid={"objective.name": ["grpo", "sapo", "cispo"][:n]}).configs()
+
+
+def _poisoned(cfg):
+    """A config that passes validation's back door and raises inside training (Adam refuses it)."""
+    object.__setattr__(cfg.trainer, "lr", math.nan)
+    return cfg
+
+
+def test_a_failing_run_is_recorded_and_every_other_run_is_stored(tmp_path: Path) -> None:
+    good = _tiny_configs(2)
+    bad = _poisoned(_tiny_configs(3)[2])
+    store = ResultStore(tmp_path)
+    with (
+        ThreadPoolExecutor(2) as ex,
+        pytest.raises(RunsFailed, match=r"^1 of 3 runs failed .*Invalid learning rate") as err,
+    ):
+        run_configs([good[0], bad, good[1]], store, ex, progress=False)
+    assert "\n" not in str(err.value)
+    good_keys, bad_key = run_configs(good, store, progress=False), next(iter(err.value.failures))
+    assert store.keys() == sorted(good_keys)  # nothing to redo: both good runs were kept
+    failure = store.failures()[bad_key]
+    assert failure["error"].startswith("ValueError") and "Traceback" in failure["traceback"]
+    assert failure["config"]["trainer"]["lr"] is None or math.isnan(failure["config"]["trainer"]["lr"])
+
+
+def _one_run(tmp_path: Path) -> tuple[ResultStore, str, pd.DataFrame]:
+    store = ResultStore(tmp_path)
+    with ThreadPoolExecutor(1) as ex:
+        (key,) = run_configs(_tiny_configs(1), store, ex, progress=False)
+    return store, key, _frame(store)
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda csv, js: csv.write_bytes(csv.read_bytes()[: len(csv.read_bytes()) // 2]), "checksum"),
+        (lambda csv, js: csv.unlink(), "unreadable"),
+        (lambda csv, js: js.write_text(""), "unreadable record"),
+        (lambda csv, js: js.write_text("{garbage"), "unreadable record"),
+        (lambda csv, js: js.write_text(json.dumps({"run": "x"})), "older version"),
+    ],
+)
+def test_a_broken_run_is_detected_and_redone(tmp_path: Path, damage, why: str) -> None:
+    store, key, original = _one_run(tmp_path)
+    damage(store.runs / f"{key}.csv", store.runs / f"{key}.json")
+    assert not store.has(key) and why in store.problem(key)
+    assert store.keys() == []
+    with pytest.raises(StoreError, match=f"{why}.*run the sweep again"):
+        store.rows([key])
+    with pytest.warns(UserWarning, match=f"run {key} is broken .*{why}.*redoing it"):
+        run_configs(_tiny_configs(1), store, ThreadPoolExecutor(1), progress=False)
+    assert store.has(key)
+    pd.testing.assert_frame_equal(_frame(store), original)
+
+
+def test_each_run_records_its_provenance_and_force_redoes_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    store, key, _ = _one_run(tmp_path)
+    summary = store.summaries([key]).iloc[0]
+    for column in ("package_version", "git_commit", "torch_version", "torch_threads", "cpu_capability"):
+        assert column in summary.index
+    assert summary["torch_threads"] == 1 and summary["package_version"]
+    calls = []
+    monkeypatch.setattr(runner, "train", lambda *a: calls.append(a) or runner_train(*a))
+    with ThreadPoolExecutor(1) as ex:
+        run_configs(_tiny_configs(1), store, ex)
+        assert calls == [] and "1 runs already in" in capsys.readouterr().err
+        run_configs(_tiny_configs(1), store, ex, progress=False, force=True)
+    assert len(calls) == 1 and store.has(key)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_result_files_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        ResultStore(tmp_path).write("k", [{"update": 0}], {"final_em": 0.0}, {})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "runs").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+class _NoWork(Executor):
+    def submit(self, fn, /, *args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+
+def test_output_folder_is_checked_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(
+        StoreError, match=r"^output folder .*file/out: cannot write there \(Not a directory\)$"
+    ):
+        run_configs(_tiny_configs(1), ResultStore(tmp_path / "file" / "out"), _NoWork())
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o500)
+        with pytest.raises(StoreError, match="Permission denied"):
+            run_configs(_tiny_configs(1), ResultStore(tmp_path / "ro"), _NoWork())
+
+
+def test_an_unwritable_warm_start_cache_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.warns(UserWarning, match="warm-start cache .* cannot be written .*not cached"):
+        assert usable_cache_dir(tmp_path / "file" / "cache") is None
+    assert usable_cache_dir(tmp_path / "ok") == tmp_path / "ok"
+
+
+def test_workers_must_be_positive() -> None:
+    for workers in (0, -1):
+        with pytest.raises(ConfigError, match=f"workers={workers}: must be >= 1"):
+            make_executor("local", workers)
+
+
+# -- Ctrl-C and a killed main process ----------------------------------------------------------
+
+
+def _sweep_process(out: Path) -> subprocess.Popen:
+    grid = [f"{k}={v}" for k, v in {**TINY, "trainer.n_updates": "6"}.items()]
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--grid", *grid, "objective.name=grpo,sapo,cispo"]
+    cmd += ["--seeds", "3", "--workers", "2", "--out", str(out)]
+    return subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+
+
+def _workers(pid: int, n: int, timeout: float = 60) -> list:
+    psutil = pytest.importorskip("psutil")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        kids = [p for p in psutil.Process(pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} workers after {timeout} s")
+
+
+def test_ctrl_c_keeps_finished_runs_and_leaves_no_worker(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    proc = _sweep_process(tmp_path)
+    workers = _workers(proc.pid, 2)
+    store, deadline = ResultStore(tmp_path), time.time() + 120
+    while not store.keys() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+    start = time.time()
+    assert proc.wait(timeout=30) == 130
+    assert time.time() - start < 10, "Ctrl-C should stop the sweep promptly"
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "workers outlived the interrupted sweep"
+    finished = store.keys()
+    assert 1 <= len(finished) < 9 and all(store.has(k) for k in finished)
+    assert "interrupted; finished runs are stored" in proc.stderr.read()
+
+
+def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    proc = _sweep_process(tmp_path)
+    workers = _workers(proc.pid, 2)
+    os.kill(proc.pid, signal.SIGKILL)  # the main process only
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "workers outlived their main process"
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    from testbed.sweep.store import _HOST
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store = ResultStore(tmp_path)
+    store.check_writable()
+    stale = store.runs / f".k.csv.{_HOST}.{dead.pid}.ab12.tmp"
+    live = store.runs / f".k.csv.{_HOST}.{os.getpid()}.cd34.tmp"
+    other_host = store.runs / f".k.csv.elsewhere.{dead.pid}.ef56.tmp"
+    for p in (stale, live, other_host):
+        p.write_text("")
+    store.remove_stale_temporaries()
+    assert not stale.exists() and live.exists() and other_host.exists()

@@ -27,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from testbed.config import ConfigError, config_hash, to_dict
+from testbed.run import RunConfig, train
 from testbed.sweep.store import ResultStore
-from testbed.trainer import RunConfig, train
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
 
@@ -201,6 +201,7 @@ def run_configs(
     failed (the others are stored) and KeyboardInterrupt, workers stopped, on Ctrl-C."""
     keys = [config_hash(c) for c in configs]
     store.check_writable()  # before any work: a run is never trained for nowhere
+    store.remove_stale_temporaries()
     todo = _plan(store, dict(zip(keys, configs, strict=True)), force)  # a repeated config runs once
     cached = len(set(keys)) - len(todo)
     if cached and progress:

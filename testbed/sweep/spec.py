@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from testbed.config import ConfigError, parse_overrides, with_overrides
-from testbed.trainer import RunConfig
+from testbed.run import RunConfig
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 FORMAT = 2  # the record layout; records of other layouts (or none) are redone
+_HOST = socket.gethostname().replace(".", "-")  # temporary names say which process writes them
 
 
 class StoreError(Exception):
@@ -39,7 +41,7 @@ def atomic_write(path: Path, content: str | bytes) -> None:
     """Write ``content`` (text as UTF-8) to ``path`` at once: readers see the old file or the new."""
     data = content.encode() if isinstance(content, str) else content
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as f:  # "x" creates it with mode 0666 & ~umask, as any file
             f.write(data)
@@ -53,6 +55,16 @@ def atomic_write(path: Path, content: str | bytes) -> None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class ResultStore:
@@ -71,6 +83,13 @@ class ResultStore:
             raise StoreError(
                 f"output folder {self.root}: cannot write there ({err.strerror or err})"
             ) from err
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove the temporary files of writers on this host that were killed mid-write."""
+        for tmp in self.runs.glob(f".*.{_HOST}.*.tmp"):
+            pid = tmp.name.rsplit(".", 3)[-3]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
 
     # -- reading ---------------------------------------------------------------------------------
     def _paths(self, key: str) -> tuple[Path, Path]:
