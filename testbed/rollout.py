@@ -36,7 +36,7 @@ class MemberCores:
     def __init__(self, cores: Sequence[Core]) -> None:
         self.cores = list(cores)
         first = self.cores[0]
-        self.grain, self.config = first.grain, first.config
+        self.grain, self.config, self.world = first.grain, first.config, getattr(first, "world", None)
         self.batch_size = sum(c.batch_size for c in self.cores)
         if self.grain == "token":
             self.capacity, self.info_len, self.vocab = first.capacity, first.info_len, first.vocab
@@ -93,11 +93,9 @@ class Agent(Protocol):
     def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None: ...
 
 
-def _generator_for(policy: Policy, gen: torch.Generator) -> torch.Generator:
-    """``gen`` itself on the CPU; on an accelerator, a generator there seeded from ``gen``."""
-    device = getattr(policy, "device", torch.device("cpu"))
-    if torch.device(device).type == "cpu":
-        return gen
+def _sampler(gen: torch.Generator, device: torch.device | str) -> torch.Generator:
+    """A generator for one rollout, seeded by one draw from ``gen``: ``gen`` advances by the same
+    amount however long the rollout runs (a population's rollout runs as long as its longest member)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -112,10 +110,12 @@ class PolicyAgent:
         gens = [gens] if isinstance(gens, torch.Generator) else list(gens)
         if len(gens) != policy.members:
             raise ValueError(f"{len(gens)} generators for a policy of {policy.members} members")
-        self.gens = [_generator_for(policy, g) for g in gens]
+        self.member_gens = gens
 
     def begin(self, core: Core) -> None:
         self.state = self.policy.start(core.batch_size)
+        device = getattr(self.policy, "device", "cpu")
+        self.gens = [_sampler(g, device) for g in self.member_gens]
 
     def propose(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logp = torch.log_softmax(self.policy.next_logits(inputs, self.state).float(), -1)
@@ -178,7 +178,7 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, r
     for pos in range(1, cap):
         forced = q_pos < q_len
         if core.done.all() and not forced.any():
-            end = pos if not isinstance(core, MemberCores) else cap
+            end = pos if not isinstance(core, MemberCores) else cap  # see the docstring
             break
         proposed, logp = agent.propose(tokens[:, pos - 1])
         writes = ~forced & ~core.done

@@ -196,14 +196,17 @@ def test_a_population_member_updates_as_its_single_run(policy: str) -> None:
 
 def test_population_members_never_influence_each_other() -> None:
     """Changing member 1's seed or objective leaves member 0 bit-identical after two updates."""
-    base = tiny(**{"trainer.minibatches": "2"})
+    base = tiny(**{"trainer.minibatches": "2", "task.max_len": "64"})
     first = build_trainer([base, with_overrides(base, {"seed": "1"})])
     other = build_trainer([base, with_overrides(base, {"seed": "7", "objective.name": "sapo"})])
+    lengths = []
     for trainer in (first, other):
         for _ in range(2):
             batch = trainer.collect()
             batch.rewards = (torch.arange(len(batch)) % 3 == 0).float()  # every group has a signal
             trainer.update(batch)
+            lengths.append(batch.tokens.shape[1])
+    assert lengths == [first.cores.capacity] * 4  # a population's batch shape never depends on a member
     for a, b in zip(_params(first, 0), _params(other, 0), strict=True):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(_params(first, 1), _params(other, 1), strict=True))

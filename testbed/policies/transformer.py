@@ -54,24 +54,41 @@ class _Block(nn.Module):
         self.fc1 = _Linear(members, d_model, 4 * d_model)
         self.fc2 = _Linear(members, 4 * d_model, d_model)
 
-    def forward(self, x: torch.Tensor, t: int, cache: list[torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: int, cache: _LayerCache | None) -> torch.Tensor:
         """``x`` [K, B * t, d] (t positions per row); ``cache``: keys and values of earlier positions."""
         k_, n, d = x.shape
         rows, h = k_ * n // t, self.n_heads
         qkv = self.qkv(self.ln1(x)).view(rows, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if cache is not None:  # incremental: append this step's keys and values
-            if cache:
-                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-            cache[:] = [k, v]
+        if cache is not None:  # incremental: this step's keys and values go into preallocated buffers
+            k, v = cache.append(k, v)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
         x = x + self.proj(attn.transpose(1, 2).reshape(k_, n, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
+class _LayerCache:
+    """One layer's keys and values, written in place (no copy of the past at each step)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.length = capacity, 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is None:
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        end = self.length + k.shape[2]
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 @dataclasses.dataclass
 class _Cache:
-    layers: list[list[torch.Tensor]]
+    layers: list[_LayerCache]
     position: int = 0
 
 
@@ -97,14 +114,14 @@ class TransformerPolicy(nn.Module):
         self.ln = _LayerNorm(members, d_model)
         self.head = _Linear(members, d_model, vocab_size)
 
-    def _run(self, tokens: torch.Tensor, start: int, caches: list[list[torch.Tensor]] | None) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, start: int, caches: list[_LayerCache] | None) -> torch.Tensor:
         """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1."""
         rows, t = tokens.shape
         k = self.members
-        tok = tokens.reshape(k, rows // k * t)
-        member = torch.arange(k, device=tokens.device)[:, None]
+        offset = torch.arange(k, device=tokens.device)[:, None] * self.embed.shape[1]
+        tok = tokens.reshape(k, rows // k * t) + offset  # row of the stacked [K * V, d] table
         positions = torch.arange(start, start + t, device=tokens.device).repeat(rows // k)
-        x = self.embed[member, tok] + self.pos[:, positions]
+        x = F.embedding(tok, self.embed.flatten(0, 1)) + self.pos[:, positions]
         for i, block in enumerate(self.blocks):
             x = block(x, t, None if caches is None else caches[i])
         return self.head(self.ln(x)).view(rows, t, -1)
@@ -115,7 +132,7 @@ class TransformerPolicy(nn.Module):
 
     def start(self, batch_size: int) -> _Cache:
         member_rows(batch_size, self.members)
-        return _Cache([[] for _ in self.blocks])
+        return _Cache([_LayerCache(self.max_len) for _ in self.blocks])
 
     def next_logits(self, inputs: torch.Tensor, state: _Cache) -> torch.Tensor:
         logits = self._run(inputs[:, None], state.position, state.layers)
