@@ -18,8 +18,8 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     parts={
         "grpo": SweepSpec(base={**BASE, "objective.name": "grpo"}, seeds=SEEDS),
-        "tau": SweepSpec(base=SAPO, grid={"objective.tau": [0.5, 0.8, 0.95]}, seeds=SEEDS),
-        "w": SweepSpec(base=SAPO, grid={"objective.w": [0.01, 0.1, 1.0]}, seeds=SEEDS),
+        "tau": SweepSpec(base=SAPO, grid={"objective.sapo_tau": [0.5, 0.8, 0.95]}, seeds=SEEDS),
+        "w": SweepSpec(base=SAPO, grid={"objective.sapo_w": [0.01, 0.1, 1.0]}, seeds=SEEDS),
         "adv_condition": SweepSpec(
             base=SAPO, grid={"objective.sapo_adv_condition": ["nonneg", "pos", "any"]}, seeds=SEEDS
         ),
@@ -36,8 +36,8 @@ if __name__ == "__main__":
         EXPERIMENT,
         [
             "part",
-            "objective.tau",
-            "objective.w",
+            "objective.sapo_tau",
+            "objective.sapo_w",
             "objective.sapo_adv_condition",
             "objective.sapo_token_selection",
             "objective.sapo_kl",

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 EXPERIMENTS = HERE.parent / "experiments"
 ANATOMY = {
     "train_reward": "train reward (EM)",
-    "eval_em_sampled": "held-out EM (sampled)",
+    "eval_em_sampled": "fresh-episode EM (sampled)",
     "ratio_p05_pos": "5th pct. ratio, A > 0 tokens",
     "ratio_p50_pos": "median ratio, A > 0 tokens",
     "low_ratio_frac_pos": "share of A > 0 tokens with r <= tau",
@@ -90,14 +90,14 @@ def claims_vs_grpo(df: pd.DataFrame, label_col: str, lines: list[str]) -> None:
         return
     for label, g in df.groupby(label_col, sort=False):
         if label != "grpo" and len(g) >= 2:
-            lines.append(f"- {claim(str(label), g['final_em'], 'GRPO', grpo, 'final held-out EM')}")
+            lines.append(f"- {claim(str(label), g['final_em'], 'GRPO', grpo, 'final fresh-episode EM')}")
     lines.append("")
 
 
 def sapo_ablation(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
     knobs = {
-        "tau": "objective.tau",
-        "w": "objective.w",
+        "tau": "objective.sapo_tau",
+        "w": "objective.sapo_w",
         "adv_condition": "objective.sapo_adv_condition",
         "token_selection": "objective.sapo_token_selection",
         "kl": "objective.sapo_kl",
@@ -111,7 +111,7 @@ def sapo_ablation(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
         ax.axhline(grpo, color="grey", ls="--", lw=1, label="GRPO")
         ax.set_title(part)
         ax.set_xlabel(col.split(".")[-1])
-    axes[0].set_ylabel("final held-out EM")
+    axes[0].set_ylabel("final fresh-episode EM")
     axes[0].legend()
     save(fig, out, "sapo_ablation")
     df = df.assign(
@@ -132,7 +132,7 @@ def drift_phase(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
         g, s = means.loc["grpo"], means.loc["sapo"]
         sns.heatmap(g, annot=True, fmt=".2f", cmap="viridis", ax=axes[0], vmin=0)
         sns.heatmap(s - g, annot=True, fmt=".2f", cmap="RdBu", center=0, ax=axes[1])
-        axes[0].set_title("GRPO final held-out EM")
+        axes[0].set_title("GRPO final fresh-episode EM")
         axes[1].set_title("SAPO minus GRPO, final EM")
         for ax in axes[:2]:
             ax.set_xlabel("optimizer steps per rollout batch")
@@ -150,7 +150,7 @@ def drift_phase(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
         data=other, x="knob", y="final_em", hue="objective.name", errorbar=("ci", 95), ax=axes[2], dodge=0.3
     )
     axes[2].set_title("rollout/trainer mismatch and staleness")
-    axes[2].set_ylabel("final held-out EM")
+    axes[2].set_ylabel("final fresh-episode EM")
     axes[2].tick_params(axis="x", rotation=30)
     save(fig, out, "drift_phase")
     lines += ["## Drift sources (`experiments/drift_phase.py`)", "", "![](drift_phase.png)", ""]
@@ -176,7 +176,7 @@ def family(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
     for i, (_, r) in enumerate(rate.items()):
         ax.text(i, ax.get_ylim()[1] * 0.95, f"collapse {r:.0%}", ha="center", fontsize=8)
     ax.set_xlabel("objective")
-    ax.set_ylabel("held-out EM")
+    ax.set_ylabel("fresh-episode EM")
     ax.tick_params(axis="x", rotation=30)
     save(fig, out, "family")
     lines += ["## The clipping family (`experiments/family.py`)", "", "![](family.png)", ""]
@@ -190,7 +190,7 @@ def policy_scale(df: pd.DataFrame, out: Path, lines: list[str]) -> None:
         data=df, x="part", y="final_em", hue="objective.name", errorbar=("ci", 95), ax=ax, dodge=0.3
     )
     ax.set_xlabel("policy")
-    ax.set_ylabel("final held-out EM")
+    ax.set_ylabel("final fresh-episode EM")
     save(fig, out, "policy_scale")
     lines += ["## Policy scale (`experiments/policy_scale.py`)", "", "![](policy_scale.png)", ""]
     lines += [summary_table(df, ["part", "objective.name"]).to_markdown(index=False), ""]

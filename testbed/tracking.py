@@ -41,7 +41,7 @@ class Tracker(Protocol):
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys (``objective.tau``), the way hyperparameter tables show them."""
+    """Nested dicts as dotted keys (``objective.sapo_tau``), the way hyperparameter tables show them."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}.{key}" if prefix else str(key)

@@ -35,6 +35,7 @@ from testbed.policies import Policy
 from testbed.rollout import MemberCores, PolicyAgent, rollout
 
 OLD_LOG_PROBS = ("recompute", "rollout")
+ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TrainerConfig:
     old_log_probs: str = "recompute"
     mismatch_std: float = 0.0
     staleness: int = 0
+    rollout_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_positive(self, "n_updates", "questions_per_batch", "group_size", "lr", "max_grad_norm")
@@ -65,6 +67,7 @@ class TrainerConfig:
         check_positive(self, "entropy_coef", "mismatch_std", "staleness", allow_zero=True)
         check_choice(self, "advantage", ADV_ESTIMATORS)
         check_choice(self, "old_log_probs", OLD_LOG_PROBS)
+        check_choice(self, "rollout_dtype", ROLLOUT_DTYPES)
         check_range(self, "collapse_frac", 0.0, 1.0)
         check_range(self, "collapse_min_peak", 0.0, 1.0)
         if self.minibatches > self.questions_per_batch * self.group_size:
@@ -138,13 +141,18 @@ class Trainer:
 
     # -- one update ------------------------------------------------------------------------------
     def _behaviour_policy(self) -> Policy:
-        """The policy ``staleness`` updates old (the current one while history is short)."""
-        if self.tc.staleness == 0:
-            return self.policy  # no snapshot: on-policy needs none, and a large model's costs a copy
-        self.history.append(copy.deepcopy(self.policy.state_dict()))
-        stale = copy.deepcopy(self.policy)
-        stale.load_state_dict(self.history[0])
-        return stale
+        """The policy ``staleness`` updates old (the current one while history is short), in
+        ``rollout_dtype``: a lower-precision copy samples as an inference engine would, while the
+        trainer computes in float32 (the rollout/trainer mismatch as it arises)."""
+        behaviour = self.policy
+        if self.tc.staleness:
+            self.history.append(copy.deepcopy(self.policy.state_dict()))
+            behaviour = copy.deepcopy(self.policy)
+            behaviour.load_state_dict(self.history[0])
+        dtype = ROLLOUT_DTYPES[self.tc.rollout_dtype]
+        if dtype != torch.float32:
+            behaviour = copy.deepcopy(behaviour).to(dtype)
+        return behaviour  # on-policy float32 needs no copy, and a large model's costs memory
 
     def collect(self) -> Batch:
         """Q training episodes x G responses per member; group ids are unique across members."""
