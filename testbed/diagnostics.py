@@ -17,6 +17,7 @@ rollout batch, with r = pi_new / pi_old between the policy after the update and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -97,3 +98,38 @@ def detect_collapse(
     above = np.flatnonzero(~below)
     start = above[-1] + 1 if above.size else 0
     return True, int(steps[start])
+
+
+@dataclasses.dataclass(frozen=True)
+class Alarm:
+    """An early warning of collapse: ``signal`` beyond ``threshold`` (below it, or above it with
+    ``below=False``) for ``patience`` consecutive updates. Once fired it stays fired."""
+
+    signal: str
+    threshold: float
+    below: bool = True
+    patience: int = 2
+
+    def beyond(self, row: dict[str, float]) -> bool:
+        v = row.get(self.signal, float("nan"))
+        return not math.isnan(v) and (v < self.threshold if self.below else v > self.threshold)
+
+    def fired(self, rows: Sequence[dict[str, float]]) -> list[bool]:
+        """Per row (one per update, in order): has the alarm fired by then?"""
+        out, streak, on = [], 0, False
+        for row in rows:
+            streak = streak + 1 if self.beyond(row) else 0
+            on = on or streak >= self.patience
+            out.append(on)
+        return out
+
+    def first_update(self, rows: Sequence[dict[str, float]]) -> int | None:
+        """The update at which the alarm fires (None if never)."""
+        for row, on in zip(rows, self.fired(rows), strict=True):
+            if on:
+                return int(row["update"])
+        return None
+
+
+# The default early warning (the ``isdd_alarm`` column); chosen in experiments/isdd_detector.py.
+ALARM = Alarm("pooled_ratio_p05_pos", 0.5, below=True, patience=2)

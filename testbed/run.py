@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from testbed.config import ConfigError, check_seed, config_hash, to_dict
+from testbed.diagnostics import ALARM
 from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
 from testbed.objectives import ObjectiveConfig
 from testbed.policies import PolicyConfig, build_policy, population_state
@@ -145,7 +146,8 @@ def flat_config(cfg: RunConfig) -> dict[str, object]:
 def summarise(cfg: RunConfig, result: RunResult) -> tuple[list[dict], dict]:
     """Tidy rows (config columns included) and the summary record of one finished run."""
     columns = {"run": config_hash(cfg), **flat_config(cfg)}
-    rows = [{**columns, **r} for r in result.rows]
+    alarm = ALARM.fired(result.rows)
+    rows = [{**columns, **r, "isdd_alarm": on} for r, on in zip(result.rows, alarm, strict=True)]
     evals = [r for r in result.rows if "eval_em_sampled" in r]
     em = [r["eval_em_sampled"] for r in evals]
     summary = {
@@ -160,6 +162,7 @@ def summarise(cfg: RunConfig, result: RunResult) -> tuple[list[dict], dict]:
         "max_em_closed_book": max(r["eval_em_closed_book"] for r in evals),
         "collapsed": result.collapsed,
         "collapse_step": result.collapse_step,
+        "alarm_update": ALARM.first_update(result.rows),
     }
     return rows, summary
 

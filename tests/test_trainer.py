@@ -14,7 +14,8 @@ from testbed.advantages import group_advantages
 from testbed.config import ConfigError, with_overrides
 from testbed.diagnostics import detect_collapse
 from testbed.objectives import get_objective, list_objectives
-from testbed.run import RunConfig, build_trainer, train
+from testbed.metrics import documented
+from testbed.run import RunConfig, build_trainer, flat_config, train
 from testbed.trainer import TrainerConfig
 
 TINY = {
@@ -47,6 +48,20 @@ def test_full_loop_smoke_for_every_objective(name: str) -> None:
         assert key in rows[-1], key
     assert all(math.isfinite(r["loss"]) for r in rows[1:])
     assert summary["objective.name"] == name and 0.0 <= summary["final_em"] <= 1.0
+    config_columns = set(flat_config(tiny()))
+    undocumented = {
+        k for r in rows for k in r if k not in config_columns and k != "run" and not documented(k)
+    }
+    assert not undocumented, f"add to testbed/metrics.py: {sorted(undocumented)}"
+
+
+def test_metrics_doc_is_generated_from_the_code() -> None:
+    from pathlib import Path
+
+    from testbed.metrics import markdown
+
+    path = Path(__file__).parent.parent / "docs" / "METRICS.md"
+    assert path.read_text() == markdown(), "run: python -m testbed.metrics > docs/METRICS.md"
 
 
 @pytest.mark.parametrize("policy", ["tabular", "transformer"])
