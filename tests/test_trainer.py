@@ -13,8 +13,8 @@ import torch
 from testbed.advantages import group_advantages
 from testbed.config import ConfigError, with_overrides
 from testbed.diagnostics import detect_collapse
-from testbed.objectives import get_objective, list_objectives
 from testbed.metrics import documented
+from testbed.objectives import get_objective, list_objectives
 from testbed.run import RunConfig, build_trainer, flat_config, train
 from testbed.trainer import TrainerConfig
 
