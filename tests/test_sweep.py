@@ -3,6 +3,7 @@ failed run costing none of the others, Ctrl-C, and a store that checks what it h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -301,50 +303,56 @@ def test_workers_must_be_positive() -> None:
 # -- Ctrl-C and a killed main process ----------------------------------------------------------
 
 
-def _sweep_process(out: Path) -> subprocess.Popen:
-    grid = [f"{k}={v}" for k, v in {**TINY, "trainer.n_updates": "6"}.items()]
-    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--grid", *grid, "objective.name=grpo,sapo,cispo"]
-    cmd += ["--seeds", "3", "--workers", "2", "--out", str(out)]
-    return subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def _sweep_process(out: Path) -> Iterator[subprocess.Popen]:
+    """A CLI sweep of one short and one long run on two workers, its process group killed after."""
+    grid = [f"{k}={v}" for k, v in {**TINY, "trainer.n_updates": "2,3000"}.items()]
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--grid", *grid, "--workers", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-def _workers(pid: int, n: int, timeout: float = 60) -> list:
+def _workers(proc: subprocess.Popen, n: int, timeout: float = 60) -> list:
     psutil = pytest.importorskip("psutil")
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        kids = [p for p in psutil.Process(pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+    while time.time() < deadline and proc.poll() is None:
+        kids = psutil.Process(proc.pid).children()
+        kids = [p for p in kids if "resource_tracker" not in " ".join(p.cmdline())]
         if len(kids) >= n:
             return kids
         time.sleep(0.05)
-    raise AssertionError(f"no {n} workers after {timeout} s")
+    raise AssertionError(f"no {n} workers: {proc.stderr.read() if proc.poll() is not None else 'timeout'}")
 
 
 def test_ctrl_c_keeps_finished_runs_and_leaves_no_worker(tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
-    proc = _sweep_process(tmp_path)
-    workers = _workers(proc.pid, 2)
-    store, deadline = ResultStore(tmp_path), time.time() + 120
-    while not store.keys() and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
-    start = time.time()
-    assert proc.wait(timeout=30) == 130
-    assert time.time() - start < 10, "Ctrl-C should stop the sweep promptly"
-    _, alive = psutil.wait_procs(workers, timeout=5)
-    assert not alive, "workers outlived the interrupted sweep"
-    finished = store.keys()
-    assert 1 <= len(finished) < 9 and all(store.has(k) for k in finished)
-    assert "interrupted; finished runs are stored" in proc.stderr.read()
+    with _sweep_process(tmp_path) as proc:
+        workers = _workers(proc, 2)
+        store, deadline = ResultStore(tmp_path), time.time() + 120
+        while not store.keys() and time.time() < deadline:  # the short run is stored; the long runs
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+        start = time.time()
+        assert proc.wait(timeout=60) == 130
+        assert time.time() - start < 10, "Ctrl-C should not wait for the long run"
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert not alive, "workers outlived the interrupted sweep"
+        assert len(store.keys()) == 1 and "interrupted; finished runs are stored" in proc.stderr.read()
 
 
 def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
-    proc = _sweep_process(tmp_path)
-    workers = _workers(proc.pid, 2)
-    os.kill(proc.pid, signal.SIGKILL)  # the main process only
-    proc.wait()
-    _, alive = psutil.wait_procs(workers, timeout=5)
-    assert not alive, "workers outlived their main process"
+    with _sweep_process(tmp_path) as proc:
+        workers = _workers(proc, 2)
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert not alive, "workers outlived their main process"
 
 
 def test_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
