@@ -41,7 +41,7 @@ def no_runs(monkeypatch):
     ("argv", "message"),
     [
         (["train", "--set", "trainer.lr=nan"], "config error: trainer.lr='nan': must be a finite number"),
-        (["train", "--set", "objective.tau=inf"], "config error: objective.tau='inf': must be a finite"),
+        (["train", "--set", "trainer.max_grad_norm=inf"], "trainer.max_grad_norm='inf': must be a finite"),
         (["train", "--set", "objective=sapo"], "objective='sapo': objective is a section, not a value"),
         (
             ["train", "--set", "trainer.n_updates=abc"],
