@@ -254,7 +254,7 @@ def test_each_run_records_its_provenance_and_force_redoes_it(tmp_path: Path, cap
     monkeypatch.setattr(runner, "train", lambda *a: calls.append(a) or runner_train(*a))
     with ThreadPoolExecutor(1) as ex:
         run_configs(_tiny_configs(1), store, ex)
-        assert calls == [] and "1 runs already in" in capsys.readouterr().err
+        assert calls == [] and "1 of 1 runs already in" in capsys.readouterr().err
         run_configs(_tiny_configs(1), store, ex, progress=False, force=True)
     assert len(calls) == 1 and store.has(key)
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from testbed.config import ConfigError, config_hash, to_dict
 from testbed.run import RunConfig, train
-from testbed.sweep.store import ResultStore
+from testbed.sweep.store import BrokenRun, ResultStore
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
 
@@ -164,10 +164,15 @@ def _plan(store: ResultStore, configs: Mapping[str, RunConfig], force: bool) -> 
     """The runs to do: absent, broken (warned and discarded) or, with ``force``, all."""
     todo = {}
     for key, cfg in configs.items():
-        problem = store.problem(key)
-        if problem:
-            warnings.warn(f"run {key} is broken ({problem}): redoing it", stacklevel=3)
-        if force or not store.has(key):
+        try:
+            store.record(key)
+            complete = True
+        except KeyError:
+            complete = False
+        except BrokenRun as err:
+            warnings.warn(f"run {key} is broken ({err}): redoing it", stacklevel=3)
+            complete = False
+        if force or not complete:
             store.discard(key)
             todo[key] = cfg
     return todo
@@ -203,22 +208,25 @@ def run_configs(
     store.check_writable()  # before any work: a run is never trained for nowhere
     store.remove_stale_temporaries()
     todo = _plan(store, dict(zip(keys, configs, strict=True)), force)  # a repeated config runs once
-    cached = len(set(keys)) - len(todo)
-    if cached and progress:
-        print(f"{cached} runs already in {store.root}: reused (--force redoes them)", file=sys.stderr)
+    total = len(set(keys))
+    if total > len(todo) and progress:
+        print(
+            f"{total - len(todo)} of {total} runs already in {store.root}: reused (--force redoes them)",
+            file=sys.stderr,
+        )
     if not todo:
         return keys
     cache_dir = usable_cache_dir(cache_dir or default_cache_dir())
     own = executor is None
     executor = executor or local_executor(min(len(todo), os.cpu_count() or 1))
-    bar = tqdm(total=len(set(keys)), initial=cached, desc="runs", disable=not progress)
+    bar = tqdm(total=total, initial=total - len(todo), desc="runs", disable=not progress)
     try:
         failures = _run(todo, store, executor, cache_dir, bar)
     finally:
         if own:
             executor.shutdown()
     if failures:
-        raise RunsFailed(failures, len(set(keys)), store)
+        raise RunsFailed(failures, total, store)
     return keys
 
 
