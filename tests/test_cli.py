@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import cli
+from testbed import cli, run
 from testbed.config import ConfigError
 from testbed.sweep import ResultStore, executors, runner, submitit_parameters
 
@@ -34,7 +34,7 @@ def no_runs(monkeypatch):
     def refuse(*args):
         raise AssertionError("a run started although the input was bad")
 
-    monkeypatch.setattr(runner, "train", refuse)
+    monkeypatch.setattr(run, "build_trainer", refuse)
 
 
 @pytest.mark.parametrize(
@@ -118,15 +118,15 @@ def test_a_rerun_says_cached_and_force_redoes(tmp_path: Path, capsys, monkeypatc
 def test_a_failed_run_exits_1_and_the_others_are_kept(
     tmp_path: Path, capsys, monkeypatch, in_process
 ) -> None:
-    real = runner.train
+    real = run.build_trainer
 
-    def train(cfg, cache_dir):
-        if cfg.objective.name == "sapo":
+    def build_trainer(cfgs, *args, **kwargs):
+        if any(c.trainer.n_updates == 3 for c in cfgs):
             raise FloatingPointError("poisoned")
-        return real(cfg, cache_dir)
+        return real(cfgs, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", train)
-    argv = ["sweep", "--grid", *TINY, "objective.name=grpo,sapo", "--out", str(tmp_path)]
+    monkeypatch.setattr(run, "build_trainer", build_trainer)
+    argv = ["sweep", "--grid", *TINY[:2], TINY[3], "trainer.n_updates=2,3", "--out", str(tmp_path)]
     code, _, err = _run(argv, capsys)
     assert code == 1
     assert "1 of 2 runs failed" in err and "FloatingPointError: poisoned" in err
