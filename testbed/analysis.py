@@ -1,15 +1,25 @@
-"""Uncertainty across seeds: bootstrap confidence intervals and rank tests for claimed differences."""
+"""Uncertainty across seeds: bootstrap CIs, Wilson intervals, paired tests with Holm's correction,
+and the one summary table every experiment, the compare job and the paper figures print.
+
+Comparisons are paired by seed: runs with the same seed start from the same base policy and draw
+the same first training episodes, so arm A's seed s is compared with arm B's seed s (Wilcoxon
+signed-rank on EM, exact McNemar on collapse). Claims are stated over distributions of seeds, never
+single seeds (a seed's numbers change with the CPU's kernel path).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+MIN_SEEDS = 5  # below this a CI is printed with a warning mark
 
 
 def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (NaN, NaN with fewer than two values or no spread)."""
+    """Percentile bootstrap CI of the mean (the value itself with fewer than two values or no spread)."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     if len(x) < 2 or np.all(x == x[0]):
@@ -18,25 +28,102 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def mean_ci_text(values: Sequence[float]) -> str:
-    lo, hi = bootstrap_ci(values)
-    return f"{np.nanmean(values):.3f} [{lo:.3f}, {hi:.3f}]"
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. a collapse rate)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
-def greater_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """One-sided Mann-Whitney U test that ``a`` tends to exceed ``b``: statistic, p-value, sizes."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    res = stats.mannwhitneyu(a, b, alternative="greater")
-    return {"u": float(res.statistic), "p": float(res.pvalue), "n_a": len(a), "n_b": len(b)}
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over the given tests)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
-def claim(
-    name_a: str, a: Sequence[float], name_b: str, b: Sequence[float], what: str, alpha: float = 0.05
-) -> str:
-    """A sentence stating whether ``a``'s ``what`` is higher than ``b``'s, with its test."""
-    t = greater_test(a, b)
-    verdict = "is higher than" if t["p"] < alpha else "is not significantly higher than"
-    return (
-        f"{name_a}'s {what} ({np.mean(a):.3f}) {verdict} {name_b}'s ({np.mean(b):.3f}): "
-        f"one-sided Mann-Whitney U = {t['u']:.1f}, p = {t['p']:.3f}, n = {t['n_a']} vs {t['n_b']} seeds."
+def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of ``a`` and ``b`` (summaries) matched on seed: columns ``a``, ``b`` of ``metric``."""
+    return pd.merge(a[["seed", metric]], b[["seed", metric]], on="seed", suffixes=("_a", "_b")).rename(
+        columns={f"{metric}_a": "a", f"{metric}_b": "b"}
     )
+
+
+def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (1.0 when all are zero)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) == 0 or np.all(d == 0):
+        return 1.0
+    return float(stats.wilcoxon(d, zero_method="zsplit").pvalue)
+
+
+def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> float:
+    """Exact McNemar p-value: do paired binary outcomes (collapsed or not) differ?"""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, only_a + only_b).pvalue)
+
+
+def _mean_ci(x: pd.Series) -> str:
+    lo, hi = bootstrap_ci(x)
+    warn = " (!)" if x.notna().sum() < MIN_SEEDS else ""
+    return f"{x.mean():.3f} [{lo:.3f}, {hi:.3f}]{warn}"
+
+
+def summary_table(summaries: pd.DataFrame, by: Sequence[str], reference: dict | None = None) -> pd.DataFrame:
+    """Per group of ``by``: seeds, start EM, peak and final EM as mean [95% bootstrap CI], collapse
+    rate [95% Wilson], median collapse update; with ``reference`` (a dict of ``by`` values naming
+    one group), each other group's paired differences to it: final-EM difference, Wilcoxon p and
+    exact McNemar p on collapse, Holm-adjusted over all groups. ``(!)``: fewer than 5 seeds."""
+    by = list(by)
+    groups = list(summaries.groupby(by, sort=False, dropna=False))
+    ref = None
+    if reference is not None:
+        ref = next((g for key, g in groups if _key(by, key) == reference), None)
+    rows, pvals = [], []
+    for key, g in groups:
+        k = int(g["collapsed"].sum())
+        lo, hi = wilson_ci(k, len(g))
+        row = {
+            **_key(by, key),
+            "seeds": len(g),
+            "start EM": f"{g['warm_em'].mean():.3f}",
+            "peak EM": _mean_ci(g["peak_em"]),
+            "final EM": _mean_ci(g["final_em"]),
+            "collapse rate": f"{k / len(g):.2f} [{lo:.2f}, {hi:.2f}]",
+            "median collapse update": _median(g.loc[g["collapsed"].astype(bool), "collapse_step"]),
+        }
+        if ref is not None and _key(by, key) != reference:
+            final = paired(g, ref, "final_em")
+            col = paired(g, ref, "collapsed")
+            row["final EM - ref (paired)"] = f"{(final['a'] - final['b']).mean():+.3f}"
+            row["p final (Wilcoxon)"] = wilcoxon_p(final["a"], final["b"])
+            row["p collapse (McNemar)"] = mcnemar_p(col["a"], col["b"])
+            pvals += [row["p final (Wilcoxon)"], row["p collapse (McNemar)"]]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if pvals:
+        adjusted = iter(holm(pvals))
+        for row in rows:
+            if "p final (Wilcoxon)" in row:
+                row["p final (Holm)"] = next(adjusted)
+                row["p collapse (Holm)"] = next(adjusted)
+        table = pd.DataFrame(rows)
+    return table
+
+
+def _key(by: list[str], key: object) -> dict:
+    key = key if isinstance(key, tuple) else (key,)
+    return dict(zip(by, key, strict=True))
+
+
+def _median(x: pd.Series) -> str:
+    return f"{x.median():.0f}" if len(x) else "-"

@@ -33,7 +33,7 @@ from testbed.sweep import (
 )
 from testbed.sweep.runner import usable_cache_dir
 
-runner_train = runner.train
+runner_train = runner.train_population
 
 TINY = {
     "policy.kind": "tabular",
@@ -51,37 +51,37 @@ def _frame(store: ResultStore) -> pd.DataFrame:
 def test_spec_grid_random_and_seeds() -> None:
     spec = SweepSpec(
         base=TINY,
-        grid={"objective.name": ["sapo"], "objective.tau": [0.5, 0.8]},
+        grid={"objective.name": ["sapo"], "objective.sapo_tau": [0.5, 0.8]},
         random={"n": 3, "seed": 1, "space": {"trainer.lr": {"loguniform": [1e-3, 1e-2]}}},
         seeds=[0, 1],
     )
     configs = spec.configs()
     assert len(configs) == 2 * 3 * 2
-    assert {c.objective.tau for c in configs} == {0.5, 0.8}
+    assert {c.objective.sapo_tau for c in configs} == {0.5, 0.8}
     assert all(1e-3 <= c.trainer.lr <= 1e-2 for c in configs)
     assert spec.configs() == configs  # random samples are seeded
 
 
 def test_spec_files_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(
-        "base: {trainer.n_updates: 3}\ngrid: {objective.tau: [0.5, 0.9]}\nseeds: [0, 1]\n"
+        "base: {trainer.n_updates: 3}\ngrid: {objective.sapo_tau: [0.5, 0.9]}\nseeds: [0, 1]\n"
     )
-    (tmp_path / "s.json").write_text(json.dumps({"grid": {"objective.tau": [0.5, 0.9]}, "seeds": [0, 1]}))
+    (tmp_path / "s.json").write_text(json.dumps({"grid": {"objective.sapo_tau": [0.5, 0.9]}, "seeds": [0, 1]}))
     a, b = load_spec(tmp_path / "s.yaml").configs(), load_spec(tmp_path / "s.json").configs()
     assert len(a) == len(b) == 4 and a[0].trainer.n_updates == 3
-    spec = spec_from_overrides(["objective.tau=0.5,0.8", "trainer.lr=0.01"], [0])
-    assert spec.grid == {"objective.tau": ["0.5", "0.8"]} and spec.base == {"trainer.lr": "0.01"}
-    assert [c.objective.tau for c in spec.configs()] == [0.5, 0.8]
+    spec = spec_from_overrides(["objective.sapo_tau=0.5,0.8", "trainer.lr=0.01"], [0])
+    assert spec.grid == {"objective.sapo_tau": ["0.5", "0.8"]} and spec.base == {"trainer.lr": "0.01"}
+    assert [c.objective.sapo_tau for c in spec.configs()] == [0.5, 0.8]
 
 
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        (lambda: SweepSpec(grid={"objective.tau": []}), r"grid\['objective.tau'\]"),
+        (lambda: SweepSpec(grid={"objective.sapo_tau": []}), r"grid\['objective.sapo_tau'\]"),
         (lambda: SweepSpec(random={"space": {"trainer.lr": {"normal": [0, 1]}}}), r"space\['trainer.lr'\]"),
         (lambda: SweepSpec(grid={"objective.tua": [1]}).configs(), r"objective.tua"),
-        (lambda: SweepSpec(grid={"objective.tau": [-1]}).configs(), r"ObjectiveConfig.tau=-1"),
-        (lambda: SweepSpec(grid={"objective.tau": "0.5"}), r"grid\['objective.tau'\]"),
+        (lambda: SweepSpec(grid={"objective.sapo_tau": [-1]}).configs(), r"ObjectiveConfig.sapo_tau=-1"),
+        (lambda: SweepSpec(grid={"objective.sapo_tau": "0.5"}), r"grid\['objective.sapo_tau'\]"),
         (lambda: SweepSpec(grid={"trainer.n_updates": [2.5]}).configs(), r"trainer.n_updates=2.5"),
         (lambda: SweepSpec(base={"trainer.lr": math.inf}).configs(), r"trainer.lr=inf: must be a finite"),
         (lambda: SweepSpec(seeds=3), r"SweepSpec.seeds=3"),
@@ -95,8 +95,8 @@ def test_spec_files_and_overrides(tmp_path: Path) -> None:
         (lambda: SweepSpec(random={"space": {"seed": {"randint": [0.5, 3]}}}), r"two integers"),
         (lambda: SweepSpec(random={"space": {"seed": {"choice": []}}}), r"non-empty list"),
         (
-            lambda: spec_from_overrides(["objective.tau"], [0]),
-            r"^--grid 'objective.tau': expected NAME=VALUE",
+            lambda: spec_from_overrides(["objective.sapo_tau"], [0]),
+            r"^--grid 'objective.sapo_tau': expected NAME=VALUE",
         ),
     ],
 )
@@ -109,11 +109,11 @@ def test_bad_specs_name_the_field(spec, match: str) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "match"),
     [
-        ("s.txt", "grid: {objective.tau: [0.5]}", r"must end in \.yaml, \.yml, \.json"),
+        ("s.txt", "grid: {objective.sapo_tau: [0.5]}", r"must end in \.yaml, \.yml, \.json"),
         ("s.yaml", "", r"empty, or not a mapping"),
         ("s.json", "", r"empty, or not a mapping"),
         ("s.yaml", "- 1\n- 2\n", r"empty, or not a mapping"),
-        ("s.yaml", "grid: {objective.tau: [0.5\n", r"not valid YAML .* at line"),
+        ("s.yaml", "grid: {objective.sapo_tau: [0.5\n", r"not valid YAML .* at line"),
         ("s.json", '{"grid": ', r"not valid JSON .* at line 1"),
         ("s.yaml", "grids: {}\n", r"unknown sweep keys \['grids'\]"),
         ("s.yaml", "random: {space: {trainer.lr: {loguniform: [0, 1]}}}\n", r"s\.yaml: .*low > 0"),
@@ -251,7 +251,7 @@ def test_each_run_records_its_provenance_and_force_redoes_it(tmp_path: Path, cap
         assert column in summary.index
     assert summary["torch_threads"] == 1 and summary["package_version"]
     calls = []
-    monkeypatch.setattr(runner, "train", lambda *a: calls.append(a) or runner_train(*a))
+    monkeypatch.setattr(runner, "train_population", lambda *a, **k: calls.append(a) or runner_train(*a, **k))
     with ThreadPoolExecutor(1) as ex:
         run_configs(_tiny_configs(1), store, ex)
         assert calls == [] and "1 of 1 runs already in" in capsys.readouterr().err

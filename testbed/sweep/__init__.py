@@ -15,7 +15,7 @@ from testbed.sweep.runner import (
     local_executor,
     provenance,
     run_configs,
-    train_one,
+    train_members,
 )
 from testbed.sweep.spec import SweepSpec, load_spec, spec_from_overrides
 from testbed.sweep.store import BrokenRun, ResultStore, StoreError
@@ -39,5 +39,5 @@ __all__ = [
     "run_configs",
     "spec_from_overrides",
     "submitit_parameters",
-    "train_one",
+    "train_members",
 ]

@@ -1,7 +1,12 @@
 """Run many configs through any ``concurrent.futures`` executor, resumably, with a progress bar.
 
-Each run is saved as soon as it finishes; a run that raises is recorded as failed (with its
-error) and costs none of the others; Ctrl-C keeps what finished and stops the workers.
+Configs that may train together (same task, policy, trainer and warm start: see
+``testbed.run.split_populations``) go to the executor as populations of up to ``population``
+members, one process each; every member is stored as its own run as soon as its population
+finishes. The population is the unit of resumption: a killed population redoes all its members
+(the finished populations are kept). A population that raises records each of its members as
+failed (with the error) and costs none of the others; Ctrl-C keeps what finished and stops the
+workers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from testbed.config import ConfigError, config_hash, to_dict
-from testbed.run import RunConfig, train
+from testbed.run import RunConfig, split_populations, train_population
 from testbed.sweep.store import BrokenRun, ResultStore
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
@@ -88,11 +93,12 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def train_one(cfg: RunConfig, cache_dir: Path | None) -> RunOutput:
-    """One run in a worker, whatever the executor, on a pinned number of torch threads."""
+def train_members(cfgs: Sequence[RunConfig], cache_dir: Path | None) -> list[RunOutput]:
+    """One population (or one run) in a worker, whatever the executor, on pinned torch threads."""
     torch.set_num_threads(TORCH_THREADS)
-    rows, summary = train(cfg, cache_dir)
-    return RunOutput(rows, summary, provenance())
+    results = train_population(cfgs, cache_dir, threads=TORCH_THREADS)
+    prov = provenance()
+    return [RunOutput(rows, summary, {**prov, "population_size": len(cfgs)}) for rows, summary in results]
 
 
 def _exit_with_parent() -> None:
@@ -200,10 +206,14 @@ def run_configs(
     cache_dir: Path | None = None,
     progress: bool = True,
     force: bool = False,
+    population: int = 16,
 ) -> list[str]:
-    """Train every config not already complete in ``store`` (every one with ``force``), saving
-    each as it finishes. Returns every key, in order; raises RunsFailed at the end if any run
-    failed (the others are stored) and KeyboardInterrupt, workers stopped, on Ctrl-C."""
+    """Train every config not already complete in ``store`` (every one with ``force``), in
+    populations of at most ``population`` members (1: one run per task), saving each as it
+    finishes. Returns every key, in order; raises RunsFailed at the end if any run failed (the
+    others are stored) and KeyboardInterrupt, workers stopped, on Ctrl-C."""
+    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
+        raise ConfigError(f"population={population!r}: must be an int >= 1")
     keys = [config_hash(c) for c in configs]
     store.check_writable()  # before any work: a run is never trained for nowhere
     store.remove_stale_temporaries()
@@ -218,10 +228,12 @@ def run_configs(
         return keys
     cache_dir = usable_cache_dir(cache_dir or default_cache_dir())
     own = executor is None
-    executor = executor or local_executor(min(len(todo), os.cpu_count() or 1))
+    workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
+    groups = split_populations(list(todo.values()), population, min_populations=workers)
+    executor = executor or local_executor(min(len(groups), os.cpu_count() or 1))
     bar = tqdm(total=total, initial=total - len(todo), desc="runs", disable=not progress)
     try:
-        failures = _run(todo, store, executor, cache_dir, bar)
+        failures = _run(groups, store, executor, cache_dir, bar)
     finally:
         if own:
             executor.shutdown()
@@ -231,29 +243,37 @@ def run_configs(
 
 
 def _run(
-    todo: Mapping[str, RunConfig], store: ResultStore, executor: Executor, cache_dir: Path | None, bar: tqdm
+    groups: Sequence[Sequence[RunConfig]],
+    store: ResultStore,
+    executor: Executor,
+    cache_dir: Path | None,
+    bar: tqdm,
 ) -> dict[str, str]:
-    """Submit every run, store each as it finishes; returns the one-line errors of failed runs."""
-    args = [(c, cache_dir) for c in todo.values()]
+    """Submit every population, store its members as it finishes; returns the one-line errors of
+    failed runs."""
+    args = [(list(g), cache_dir) for g in groups]
     if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
-        submitted = executor.submit_many(train_one, args)
+        submitted = executor.submit_many(train_members, args)
     else:
-        submitted = [executor.submit(train_one, *a) for a in args]
-    futures = dict(zip(submitted, todo, strict=True))
+        submitted = [executor.submit(train_members, *a) for a in args]
+    futures = dict(zip(submitted, groups, strict=True))
     failures: dict[str, str] = {}
     done: set[Future] = set()
 
     def collect(fut: Future) -> None:
-        key = futures[fut]
+        cfgs = futures[fut]
         try:
-            rows, summary, prov = fut.result()
-        except Exception as err:  # the run's own error: record it, keep the others going
-            store.write_failure(key, _failure_record(todo[key], err))
-            failures[key] = _one_line(err)
+            outputs = fut.result()
+        except Exception as err:  # the population's own error: record it, keep the others going
+            for cfg in cfgs:
+                key = config_hash(cfg)
+                store.write_failure(key, _failure_record(cfg, err))
+                failures[key] = _one_line(err)
         else:
-            store.write(key, rows, summary, prov)
+            for cfg, (rows, summary, prov) in zip(cfgs, outputs, strict=True):
+                store.write(config_hash(cfg), rows, summary, prov)
         done.add(fut)
-        bar.update()
+        bar.update(len(cfgs))
 
     try:
         for fut in as_completed(futures):
