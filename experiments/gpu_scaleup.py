@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
+from testbed.integrations.hf_train import hf_trainer
 
 from testbed.config import with_overrides
 from testbed.envs import World
-from testbed.integrations.hf_train import hf_trainer
 from testbed.integrations.text_task import TextQA, corpus_words
 from testbed.integrations.tiny import train_tokenizer
 from testbed.trainer import RunConfig

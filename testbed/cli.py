@@ -1,6 +1,7 @@
-"""Command line: ``sapo-testbed compare`` (the headline job), ``sweep`` and ``train`` (one run).
+"""Command line: ``sapo-testbed compare`` (the headline job), ``experiment`` (a study of the paper
+figures), ``sweep`` and ``train`` (one run).
 
-Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.tau=0.5``. Every input is
+Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.sapo_tau=0.5``. Every input is
 checked before any work starts; a bad one ends the command with one line naming it (exit 2). A
 run that fails is recorded and the others are kept (exit 1); Ctrl-C stops the workers and keeps
 the finished runs (exit 130).
@@ -33,11 +34,18 @@ def _count(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapo-testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    cmp_ = sub.add_parser("compare", help="objectives x seeds on the default task: results, table, figure")
+    cmp_ = sub.add_parser("compare", help="objectives x paired seeds on a scenario: results, table, figure")
     cmp_.add_argument("--objectives", nargs="+", default=["grpo", "sapo"])
-    cmp_.add_argument("--seeds", type=_count, default=4, help="number of seeds (0..N-1)")
+    cmp_.add_argument("--seeds", type=_count, default=16, help="number of seeds (0..N-1)")
+    cmp_.add_argument("--scenario", default="isdd", help="a named scenario (testbed/scenarios.py)")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
+    exp = sub.add_parser("experiment", help="a study of the paper figures (testbed/studies)")
+    exp.add_argument("name", help="isdd_baselines, sapo_grid, drift_phase or family")
+    exp.add_argument("--seeds", type=_count, default=None, help="seeds per arm (default: the study's)")
+    exp.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
+    exp.add_argument("--root", type=Path, default=Path("runs/experiments"))
+    exp.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
     swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
     swp.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=V1,V2")
@@ -59,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--out", type=Path, default=Path("runs/train"))
     for p in (cmp_, one):
         p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
-    for p in (cmp_, swp, one):
+    for p in (cmp_, swp, one, exp):
         p.add_argument("--force", action="store_true", help="redo runs already in the store")
     return parser
 
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     from testbed.sweep.runner import TORCH_THREADS
 
     torch.set_num_threads(TORCH_THREADS)  # anything trained in this process matches the workers
-    commands = {"compare": _compare, "sweep": _sweep, "train": _train}
+    commands = {"compare": _compare, "experiment": _experiment, "sweep": _sweep, "train": _train}
     try:
         with _one_line_warnings():
             commands[args.command](args)
@@ -98,24 +106,33 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from testbed.compare import compare_configs, run_compare
-    from testbed.config import config_hash
-    from testbed.sweep import ResultStore, local_executor
+    from testbed.studies import compare_experiment
+    from testbed.sweep import ResultStore
 
-    overrides = parse_overrides(args.set)
-    configs = compare_configs(args.objectives, range(args.seeds), overrides)  # bad fields fail now
-    store = ResultStore(args.out)
+    exp = compare_experiment(args.objectives, range(args.seeds), args.scenario, parse_overrides(args.set))
+    for spec in exp.parts.values():
+        spec.configs()  # every bad field fails here, before any work
+    _run_and_write(exp, ResultStore(args.out), args, smoke=False)
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    from testbed.studies import CATALOG
+    from testbed.sweep.experiment import store_for
+
+    if args.name not in CATALOG:
+        raise ConfigError(f"experiment {args.name!r}: unknown; known: {sorted(CATALOG)}")
+    exp = CATALOG[args.name](args.seeds) if args.seeds else CATALOG[args.name]()
+    _run_and_write(exp, store_for(exp.name, args.root, args.smoke), args, smoke=args.smoke)
+
+
+def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
+    from testbed.sweep.experiment import run_experiment, write_results
+
     store.check_writable()
-    if args.force:
-        for cfg in configs:
-            store.discard(config_hash(cfg))
-    executor = local_executor(args.workers)
-    try:
-        table = run_compare(args.out, args.objectives, range(args.seeds), overrides, executor)
-    finally:
-        executor.shutdown()
-    print(table.to_markdown(index=False, floatfmt=".3f"))
-    print(f"\nwrote {args.out}/results.csv, table.md, table.csv, compare.png")
+    results = run_experiment(exp, store, smoke, workers=args.workers, force=args.force)
+    written = write_results(exp, results, store.root)
+    print(results.table.to_markdown(index=False, floatfmt=".3g"))
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -161,8 +178,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from testbed.config import config_hash, with_overrides
-    from testbed.sweep import ResultStore, run_configs
     from testbed.run import RunConfig
+    from testbed.sweep import ResultStore, run_configs
 
     cfg = with_overrides(RunConfig(), parse_overrides(args.set))
     store = ResultStore(args.out)

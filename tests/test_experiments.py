@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.analysis import bootstrap_ci, claim, greater_test
+from testbed.analysis import bootstrap_ci, holm, mcnemar_p, summary_table, wilcoxon_p, wilson_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,9 @@ def test_an_experiment_script_runs_at_smoke_size(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert "sapo" in out.stdout and (tmp_path / "smoke" / "family" / "runs").is_dir()
+    store = tmp_path / "smoke" / "family"
+    assert "sapo" in out.stdout and (store / "runs").is_dir()
+    assert (store / "family.png").exists() and (store / "table.md").exists()
 
 
 def test_paper_figures_pipeline_at_smoke_size(tmp_path: Path) -> None:
@@ -30,11 +32,11 @@ def test_paper_figures_pipeline_at_smoke_size(tmp_path: Path) -> None:
     subprocess.run(
         [*cmd, "--root", str(tmp_path / "runs"), "--out", str(out)], check=True, capture_output=True
     )
-    for name in ("isdd_anatomy", "sapo_ablation", "drift_phase", "family", "policy_scale"):
+    for name in ("isdd_baselines", "sapo_grid", "drift_phase", "family"):
         assert (out / f"{name}.png").stat().st_size > 10_000
         assert (out / f"{name}.pdf").exists()
     text = (out / "RESULTS.md").read_text()
-    assert "## SAPO ablation" in text and "## The clipping family" in text
+    assert "(`sapo_grid`)" in text and "(`family`)" in text and "Wilson" in text
 
 
 def test_bootstrap_ci_brackets_the_mean() -> None:
@@ -43,8 +45,33 @@ def test_bootstrap_ci_brackets_the_mean() -> None:
     assert bootstrap_ci([0.2, 0.2]) == (0.2, 0.2)
 
 
-def test_rank_test_and_claim_sentence() -> None:
-    t = greater_test([0.5, 0.6, 0.7, 0.8], [0.0, 0.1, 0.2, 0.3])
-    assert t["p"] == pytest.approx(1 / 70) and t["n_a"] == 4
-    assert "is higher than" in claim("SAPO", [0.5, 0.6, 0.7, 0.8], "GRPO", [0.0, 0.1, 0.2, 0.3], "final EM")
-    assert "not significantly" in claim("SAPO", [0.1, 0.3], "GRPO", [0.2, 0.0], "final EM")
+def test_paired_tests_wilson_and_holm() -> None:
+    assert wilcoxon_p([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.0, 0.1, 0.2, 0.3, 0.4, 0.45]) < 0.05
+    assert wilcoxon_p([0.1, 0.2], [0.1, 0.2]) == 1.0
+    assert mcnemar_p([True] * 10, [False] * 10) < 0.01 and mcnemar_p([True, False], [True, False]) == 1.0
+    lo, hi = wilson_ci(8, 10)
+    assert lo < 0.8 < hi and lo > 0 and hi < 1
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_summary_table_pairs_by_seed() -> None:
+    import pandas as pd
+
+    seeds = list(range(6))
+    a = pd.DataFrame(
+        {
+            "arm": "a",
+            "seed": seeds,
+            "warm_em": 0.1,
+            "peak_em": 0.3,
+            "final_em": 0.0,
+            "collapsed": True,
+            "collapse_step": 20,
+        }
+    )
+    b = a.assign(arm="b", final_em=[0.2, 0.25, 0.3, 0.22, 0.21, 0.24], collapsed=False)
+    table = summary_table(pd.concat([a, b]), ["arm"], reference={"arm": "a"})
+    row = table[table["arm"] == "b"].iloc[0]
+    assert row["final EM - ref (paired)"].startswith("+0.2") and row["p final (Wilcoxon)"] < 0.05
+    assert row["p collapse (McNemar)"] < 0.05 and row["p final (Holm)"] >= row["p final (Wilcoxon)"]
+    assert table.iloc[0]["collapse rate"].startswith("1.00 [")

@@ -1,21 +1,26 @@
-"""Named experiments: labelled sweeps run into one store, at a documented size or a smoke size."""
+"""Experiments as data: labelled sweeps run into one store, at a documented size or a smoke size,
+each carrying the columns of its summary table, the group the others are compared with, and its
+figure. The compare job, every ablation script and the paper figures run them the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from testbed.config import config_hash
+from testbed.analysis import summary_table
+from testbed.config import ConfigError, config_hash
 from testbed.sweep.executors import BACKENDS, make_executor
-from testbed.sweep.runner import run_configs
+from testbed.sweep.runner import RunsFailed, run_configs
 from testbed.sweep.spec import SweepSpec
-from testbed.sweep.store import ResultStore
+from testbed.sweep.store import ResultStore, StoreError
 
-# The smoke size: tiny task and model, a couple of updates, one seed. Tests run every script so.
+# The smoke size: tiny task and model, a couple of updates, one seed. Tests run every experiment so.
 SMOKE = {
     "task.world.n_entities": 8,
     "task.world.n_questions": 16,
@@ -33,14 +38,21 @@ SMOKE = {
     "trainer.eval_episodes": 16,
 }
 
+Figure = Callable[[pd.DataFrame, pd.DataFrame, Path], None]  # (rows, summaries, path without suffix)
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """``parts`` maps a label (one ablation axis, one family member...) to its sweep."""
+    """``parts`` maps a label (one ablation axis, one objective...) to its sweep; the summary
+    table groups runs by ``columns`` and pairs every group with ``reference`` (a dict of
+    ``columns`` values) where given; ``figure`` draws the experiment from its rows and summaries."""
 
     name: str
     parts: Mapping[str, SweepSpec]
     description: str = ""
+    columns: Sequence[str] = ("part",)
+    reference: Mapping[str, object] | None = None
+    figure: Figure | None = None
 
     def at_size(self, smoke: bool) -> dict[str, SweepSpec]:
         if not smoke:
@@ -50,10 +62,19 @@ class Experiment:
                 spec,
                 base={**spec.base, **SMOKE},
                 grid={k: v for k, v in spec.grid.items() if k not in SMOKE},
-                seeds=spec.seeds[:1],
+                seeds=spec.seeds[:2],
             )
             for label, spec in self.parts.items()
         }
+
+
+@dataclasses.dataclass
+class Results:
+    """An experiment's stored runs: tidy rows, one summary per run (both with ``part``), the table."""
+
+    rows: pd.DataFrame
+    summaries: pd.DataFrame
+    table: pd.DataFrame
 
 
 def store_for(name: str, root: Path | str = "runs/experiments", smoke: bool = False) -> ResultStore:
@@ -62,37 +83,59 @@ def store_for(name: str, root: Path | str = "runs/experiments", smoke: bool = Fa
 
 def run_experiment(
     exp: Experiment,
-    root: Path | str = "runs/experiments",
+    store: ResultStore,
     smoke: bool = False,
     backend: str = "local",
     workers: int | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
-    """Run (or resume) every part; return the summaries with a ``part`` column."""
-    store = store_for(exp.name, root, smoke)
-    parts = exp.at_size(smoke)
-    labelled = [(label, cfg) for label, spec in parts.items() for cfg in spec.configs()]
+    force: bool = False,
+) -> Results:
+    """Run (or resume) every part into ``store``; return its rows, summaries and summary table."""
+    labelled = [(label, cfg) for label, spec in exp.at_size(smoke).items() for cfg in spec.configs()]
     executor = make_executor(backend, workers)
     try:
-        run_configs([c for _, c in labelled], store, executor, progress=progress)
+        run_configs([c for _, c in labelled], store, executor, progress=progress, force=force)
     finally:
         executor.shutdown()
-    summaries = store.summaries([config_hash(c) for _, c in labelled])
-    summaries.insert(0, "part", [label for label, _ in labelled])
-    return summaries
+    keys = [config_hash(c) for _, c in labelled]
+    parts = dict(zip(keys, (label for label, _ in labelled), strict=True))
+    summaries = store.summaries(keys)
+    summaries.insert(0, "part", summaries["run"].map(parts))
+    rows = store.rows(keys)
+    rows.insert(0, "part", rows["run"].map(parts))
+    return Results(rows, summaries, summary_table(summaries, exp.columns, exp.reference))
 
 
-def experiment_main(exp: Experiment, table_columns: list[str]) -> None:
+def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
+    """results.csv (tidy rows), summaries.csv, table.csv / table.md and the figure (PNG, PDF)."""
+    out.mkdir(parents=True, exist_ok=True)
+    results.rows.to_csv(out / "results.csv", index=False)
+    results.summaries.to_csv(out / "summaries.csv", index=False)
+    results.table.to_csv(out / "table.csv", index=False)
+    (out / "table.md").write_text(results.table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    written = [out / n for n in ("results.csv", "summaries.csv", "table.csv", "table.md")]
+    if exp.figure is not None:
+        exp.figure(results.rows, results.summaries, out / exp.name)
+        written.append(out / f"{exp.name}.png")
+    return written
+
+
+def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> None:
     """The command line every experiment script shares."""
     parser = argparse.ArgumentParser(description=exp.description or exp.name)
-    parser.add_argument("--smoke", action="store_true", help="tiny size, one seed: checks the script runs")
+    parser.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks the script runs")
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--backend", choices=BACKENDS, default="local")
     parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args()
-    summaries = run_experiment(exp, args.root, args.smoke, args.backend, args.workers)
-    table = summaries.groupby(table_columns, sort=False, dropna=False)[
-        ["peak_em", "final_em", "collapsed"]
-    ].mean()
-    print(table.reset_index().to_markdown(index=False, floatfmt=".3f"))
-    print(f"results in {store_for(exp.name, args.root, args.smoke).root}")
+    parser.add_argument("--force", action="store_true", help="redo stored runs")
+    args = parser.parse_args(argv)
+    store = store_for(exp.name, args.root, args.smoke)
+    try:
+        results = run_experiment(exp, store, args.smoke, args.backend, args.workers, force=args.force)
+    except (ConfigError, StoreError, RunsFailed) as err:
+        parser.exit(2 if not isinstance(err, RunsFailed) else 1, f"{exp.name}: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{exp.name}: interrupted; finished runs are kept in {store.root}\n")
+    written = write_results(exp, results, store.root)
+    print(results.table.to_markdown(index=False, floatfmt=".3g"))
+    print(f"wrote {', '.join(p.name for p in written)} in {store.root}", file=sys.stderr)

@@ -1,0 +1,10 @@
+"""The ``sapo_grid`` study (declared in testbed/studies/ablations.py), at its documented size or --smoke.
+
+python experiments/sapo_grid.py [--smoke] [--workers N]
+"""
+
+from testbed.studies import CATALOG
+from testbed.sweep.experiment import experiment_main
+
+if __name__ == "__main__":
+    experiment_main(CATALOG["sapo_grid"]())

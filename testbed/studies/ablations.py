@@ -1,0 +1,162 @@
+"""The ablation studies of the paper figures, declared as data (each an ``Experiment`` with its
+table columns and figure), all on the ``isdd`` scenario with paired seeds.
+
+- ``isdd_baselines``: GRPO, SAPO (paper form), LLDS and TIS, 32 seeds each.
+- ``sapo_grid``: SAPO's tau x w (3 x 3), 16 seeds per cell, GRPO the reference (Holm over cells).
+- ``drift_phase``: collapse of GRPO and SAPO over learning rate x optimizer steps per batch.
+- ``family``: the clipping family on the scenario.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from testbed.scenarios import get_scenario
+from testbed.studies.compare import compare_experiment, curves
+from testbed.sweep.experiment import Experiment
+from testbed.sweep.spec import SweepSpec
+
+SCENARIO = dict(get_scenario("isdd").overrides)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
+    plt.close(fig)
+
+
+def _baselines_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
+    curves(rows, path)
+
+
+def _grid_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
+    sapo = summaries[summaries["objective.name"] == "sapo"]
+    grpo = summaries[summaries["objective.name"] == "grpo"].set_index("seed")["final_em"]
+    sapo = sapo.assign(diff=sapo["final_em"].values - grpo.reindex(sapo["seed"]).values)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"wspace": 0.35})
+    final = sapo.pivot_table(index="objective.sapo_tau", columns="objective.sapo_w", values="final_em")
+    diff = sapo.pivot_table(index="objective.sapo_tau", columns="objective.sapo_w", values="diff")
+    sns.heatmap(final, annot=True, fmt=".2f", cmap="viridis", ax=axes[0], vmin=0)
+    sns.heatmap(diff, annot=True, fmt="+.2f", cmap="RdBu", center=0, ax=axes[1])
+    axes[0].set_title("SAPO final fresh-episode EM")
+    axes[1].set_title("SAPO minus GRPO (paired by seed)")
+    for ax in axes:
+        ax.set_xlabel("w (penalty weight)")
+        ax.set_ylabel("tau (ratio threshold)")
+    _save(fig, path)
+
+
+def _phase_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
+    rate = summaries.pivot_table(
+        index=["objective.name", "trainer.lr"],
+        columns="trainer.minibatches",
+        values="collapsed",
+        aggfunc="mean",
+    )
+    names = list(dict.fromkeys(summaries["objective.name"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), gridspec_kw={"wspace": 0.35})
+    for ax, name in zip(axes, names, strict=True):
+        sns.heatmap(rate.loc[name], annot=True, fmt=".2f", cmap="magma_r", vmin=0, vmax=1, ax=ax)
+        ax.set_title(f"{name}: collapse rate")
+        ax.set_xlabel("optimizer steps per rollout batch")
+        ax.set_ylabel("learning rate")
+    _save(fig, path)
+
+
+def _family_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
+    long = summaries.melt(id_vars=["part", "seed"], value_vars=["peak_em", "final_em"], var_name="metric")
+    long["metric"] = long["metric"].map({"peak_em": "peak EM", "final_em": "final EM"})
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    sns.pointplot(
+        data=long, x="part", y="value", hue="metric", errorbar=("ci", 95), linestyle="none", dodge=0.3, ax=ax
+    )
+    ax.set_xlabel("objective")
+    ax.set_ylabel("fresh-episode EM")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(title="", loc="upper right")
+    _save(fig, path)
+
+
+def isdd_baselines(seeds: int = 32) -> Experiment:
+    exp = compare_experiment(("grpo", "sapo", "llds", "tis"), tuple(range(seeds)), "isdd")
+    return Experiment(
+        name="isdd_baselines",
+        parts=exp.parts,
+        description="GRPO, SAPO, LLDS and TIS on the isdd scenario, paired seeds",
+        columns=exp.columns,
+        reference=exp.reference,
+        figure=_baselines_figure,
+    )
+
+
+def sapo_grid(seeds: int = 16) -> Experiment:
+    s = tuple(range(seeds))
+    return Experiment(
+        name="sapo_grid",
+        parts={
+            "grpo": SweepSpec(base={**SCENARIO, "objective.name": "grpo"}, seeds=s),
+            "sapo": SweepSpec(
+                base={**SCENARIO, "objective.name": "sapo"},
+                grid={"objective.sapo_tau": [0.5, 0.8, 0.95], "objective.sapo_w": [0.01, 0.1, 1.0]},
+                seeds=s,
+            ),
+        },
+        description="SAPO tau x w against GRPO on the isdd scenario",
+        columns=("objective.name", "objective.sapo_tau", "objective.sapo_w"),
+        reference={"objective.name": "grpo", "objective.sapo_tau": 0.8, "objective.sapo_w": 0.1},
+        figure=_grid_figure,
+    )
+
+
+def drift_phase(seeds: int = 8) -> Experiment:
+    base = {k: v for k, v in SCENARIO.items() if k not in ("trainer.lr", "trainer.minibatches")}
+    return Experiment(
+        name="drift_phase",
+        parts={
+            "lr_x_steps": SweepSpec(
+                base=base,
+                grid={
+                    "objective.name": ["grpo", "sapo"],
+                    "trainer.lr": [0.001, 0.002, 0.003],
+                    "trainer.minibatches": [1, 4, 8],
+                },
+                seeds=tuple(range(seeds)),
+            )
+        },
+        description="collapse rate of GRPO and SAPO over learning rate x optimizer steps per batch",
+        columns=("objective.name", "trainer.lr", "trainer.minibatches"),
+        figure=_phase_figure,
+    )
+
+
+FAMILY = {
+    "grpo": {"objective.name": "grpo"},
+    "clip_higher": {"objective.name": "grpo", "objective.eps_high": 0.28},
+    "dual_clip": {"objective.name": "dual_clip"},
+    "gspo": {"objective.name": "gspo"},
+    "cispo": {"objective.name": "cispo"},
+    "gppo": {"objective.name": "gppo"},
+    "kl_cov": {"objective.name": "kl_cov"},
+    "clip_cov": {"objective.name": "clip_cov"},
+    "soft_adaptive_gate": {"objective.name": "soft_adaptive_gate"},
+    "sapo": {"objective.name": "sapo"},
+}
+
+
+def family(seeds: int = 8) -> Experiment:
+    return Experiment(
+        name="family",
+        parts={k: SweepSpec(base={**SCENARIO, **v}, seeds=tuple(range(seeds))) for k, v in FAMILY.items()},
+        description="the clipping family on the isdd scenario",
+        columns=("part",),
+        reference={"part": "grpo"},
+        figure=_family_figure,
+    )
