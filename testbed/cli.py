@@ -1,7 +1,9 @@
 """Command line: ``sapo-testbed compare`` (the headline job), ``experiment`` (a study of the paper
-figures), ``sweep`` and ``train`` (one run).
+figures), ``sweep``, ``train`` (one run) and ``config`` (prints the resolved config as YAML).
 
-Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.sapo_tau=0.5``. Every input is
+Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.sapo_tau=0.5``; ``--config
+FILE.yaml`` reads nested fields from a file (``--set`` applies on top). ``--track tensorboard|wandb``
+logs every run; ``--save-policy`` keeps each run's policy (``testbed.run.load_policy``). Every input is
 checked before any work starts; a bad one ends the command with one line naming it (exit 2). A
 run that fails is recorded and the others are kept (exit 1); Ctrl-C stops the workers and keeps
 the finished runs (exit 130).
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from testbed.config import ConfigError, parse_overrides
 
@@ -65,10 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     one = sub.add_parser("train", help="one run; prints its summary")
     one.add_argument("--out", type=Path, default=Path("runs/train"))
-    for p in (cmp_, one):
+    cfg = sub.add_parser("config", help="print the resolved run config as YAML")
+    for p in (cmp_, one, exp, cfg):
         p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
+    for p in (cmp_, swp, one, exp, cfg):
+        p.add_argument("--config", type=Path, default=None, metavar="FILE.yaml", help="RunConfig fields")
     for p in (cmp_, swp, one, exp):
         p.add_argument("--force", action="store_true", help="redo runs already in the store")
+        p.add_argument("--track", choices=["tensorboard", "wandb"], default=None, help="log every run")
+        p.add_argument("--save-policy", action="store_true", help="keep each run's trained and base policy")
     return parser
 
 
@@ -91,7 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     from testbed.sweep.runner import TORCH_THREADS
 
     torch.set_num_threads(TORCH_THREADS)  # anything trained in this process matches the workers
-    commands = {"compare": _compare, "experiment": _experiment, "sweep": _sweep, "train": _train}
+    commands = {
+        "compare": _compare,
+        "experiment": _experiment,
+        "sweep": _sweep,
+        "train": _train,
+        "config": _config,
+    }
     try:
         with _one_line_warnings():
             commands[args.command](args)
@@ -105,14 +120,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(130, "sapo-testbed: interrupted; finished runs are stored, the same command resumes\n")
 
 
-def _compare(args: argparse.Namespace) -> None:
-    from testbed.studies import compare_experiment
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's fields (if any), ``--set`` on top, as dotted overrides."""
+    from testbed.run import config_file
+
+    from_file = config_file(args.config) if args.config else {}
+    return {**from_file, **parse_overrides(getattr(args, "set", []))}
+
+
+def _store(root: Path, args: argparse.Namespace):
     from testbed.sweep import ResultStore
 
-    exp = compare_experiment(args.objectives, range(args.seeds), args.scenario, parse_overrides(args.set))
+    return ResultStore(root, track=args.track, save_policy=args.save_policy)
+
+
+def _config(args: argparse.Namespace) -> None:
+    from testbed.config import with_overrides
+    from testbed.run import RunConfig, config_yaml
+
+    print(config_yaml(with_overrides(RunConfig(), _overrides(args))), end="")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from testbed.studies import compare_experiment
+
+    exp = compare_experiment(args.objectives, range(args.seeds), args.scenario, _overrides(args))
     for spec in exp.parts.values():
         spec.configs()  # every bad field fails here, before any work
-    _run_and_write(exp, ResultStore(args.out), args, smoke=False)
+    _run_and_write(exp, _store(args.out, args), args, smoke=False)
 
 
 def _experiment(args: argparse.Namespace) -> None:
@@ -122,7 +157,13 @@ def _experiment(args: argparse.Namespace) -> None:
     if args.name not in CATALOG:
         raise ConfigError(f"experiment {args.name!r}: unknown; known: {sorted(CATALOG)}")
     exp = CATALOG[args.name](args.seeds) if args.seeds else CATALOG[args.name]()
-    _run_and_write(exp, store_for(exp.name, args.root, args.smoke), args, smoke=args.smoke)
+    user = _overrides(args)
+    if user:  # under each part's axes, over the study's base
+        parts = {k: dataclasses.replace(v, base={**v.base, **user}) for k, v in exp.parts.items()}
+        exp = dataclasses.replace(exp, parts=parts)
+    for spec in exp.parts.values():
+        spec.configs()  # every bad field fails here, before any work
+    _run_and_write(exp, _store(store_for(exp.name, args.root, args.smoke).root, args), args, smoke=args.smoke)
 
 
 def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
@@ -136,10 +177,7 @@ def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from testbed.sweep import (
-        ResultStore,
         SweepSpec,
         load_spec,
         make_executor,
@@ -152,13 +190,16 @@ def _sweep(args: argparse.Namespace) -> None:
     extra = spec_from_overrides(args.grid, spec.seeds)
     seeds = range(args.seeds) if args.seeds is not None else spec.seeds
     spec = dataclasses.replace(
-        spec, base={**spec.base, **extra.base}, grid={**spec.grid, **extra.grid}, seeds=tuple(seeds)
+        spec,
+        base={**_overrides(args), **spec.base, **extra.base},
+        grid={**spec.grid, **extra.grid},
+        seeds=tuple(seeds),
     )
     configs = spec.configs()  # every bad field fails here, before any work
     params = submitit_parameters(args.slurm) if args.slurm else {}
     if params and args.backend != "submitit":
         raise ConfigError(f"--slurm {args.slurm}: only used with --backend submitit")
-    store = ResultStore(args.out)
+    store = _store(args.out, args)
     store.check_writable()
     executor = make_executor(
         args.backend,
@@ -179,18 +220,18 @@ def _sweep(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from testbed.config import config_hash, with_overrides
     from testbed.run import RunConfig
-    from testbed.sweep import ResultStore, run_configs
+    from testbed.sweep import run_configs
 
-    cfg = with_overrides(RunConfig(), parse_overrides(args.set))
-    store = ResultStore(args.out)
+    cfg = with_overrides(RunConfig(), _overrides(args))
+    store = _store(args.out, args)
     key = config_hash(cfg)
     cached = not args.force and store.has(key)
-    run_configs([cfg], store, force=args.force, progress=not cached)
+    run_configs([cfg], store, force=args.force, progress=not cached, update_bar=not cached)
     print(json.dumps(store.summaries([key]).iloc[0].to_dict(), indent=1, default=str))
     if cached:
         print(f"cached: {args.out}/runs/{key}.csv was stored by an earlier run (--force reruns it)")
     else:
-        print(f"wrote {args.out}/runs/{key}.csv")
+        print(f"wrote {args.out}/runs/{key}.csv and {store.folder(key)}/")
 
 
 if __name__ == "__main__":

@@ -12,21 +12,28 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from testbed.config import ConfigError, check_seed, config_hash, to_dict
+from testbed.config import ConfigError, check_seed, config_hash, from_dict, to_dict
 from testbed.diagnostics import ALARM
 from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
 from testbed.objectives import ObjectiveConfig
-from testbed.policies import PolicyConfig, build_policy, population_state
+from testbed.policies import Policy, PolicyConfig, build_policy, population_state
+from testbed.tracking import Trackers, flatten, make_tracker
 from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
 from testbed.warmstart import WarmStartConfig, base_policy
 
 STUDY_FIELDS = ("task", "policy", "trainer", "warm_start")
+POLICY_FORMAT = 1  # the layout of policy files (load_policy refuses others)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,20 +174,122 @@ def summarise(cfg: RunConfig, result: RunResult) -> tuple[list[dict], dict]:
     return rows, summary
 
 
+def member_state(state: dict[str, torch.Tensor], member: int) -> dict[str, torch.Tensor]:
+    """Member ``member``'s slice of a population's state dict, as a one-member state."""
+    return {name: value[member : member + 1].clone() for name, value in state.items()}
+
+
+def save_policy(
+    path: Path, cfg: RunConfig, state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
+) -> None:
+    """One run's trained and base weights (one-member states) with its resolved config."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": POLICY_FORMAT, "config": to_dict(cfg), "state": state, "base": base}, tmp)
+    os.replace(tmp, path)  # a killed run leaves the old file or none, never half of one
+
+
+def load_policy(path: Path | str, base: bool = False) -> tuple[RunConfig, Policy]:
+    """The run config and policy saved by ``train_population(save=True)`` (``base``: the
+    study's warm-started policy the run started from), rebuilt on the CPU, ready to score or sample."""
+    ckpt = torch.load(path, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != POLICY_FORMAT:
+        raise ValueError(f"{path}: not a policy file of this version (format {POLICY_FORMAT})")
+    cfg = from_dict(RunConfig, ckpt["config"])
+    policy = build_policy(cfg.policy, core_factory(cfg, World(cfg.task.world))(1))
+    policy.load_state_dict(ckpt["base" if base else "state"])
+    return cfg, policy
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """The resolved config as nested YAML (what ``--config FILE`` reads back)."""
+    return yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False)  # tuples as lists
+
+
+def config_file(path: Path | str) -> dict[str, Any]:
+    """A YAML file of (nested) RunConfig fields as dotted overrides: only the fields it names,
+    each checked (a bad one fails in one line naming the file and the field)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: empty, or not a mapping of RunConfig fields")
+    try:
+        from_dict(RunConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return flatten(data)
+
+
+def run_folder(runs_dir: Path, cfg: RunConfig) -> Path:
+    """Where a run's artefacts go: its config, streamed table, tracker files and policy."""
+    return Path(runs_dir) / config_hash(cfg)
+
+
+@contextlib.contextmanager
+def _trackers(
+    cfgs: Sequence[RunConfig], track: str | None, runs_dir: Path | None
+) -> Iterator[list[Trackers]]:
+    """One tracker per member (none without ``runs_dir``), each given its resolved config; closed
+    on the way out, so a failed run still leaves a readable table of what it did."""
+    with contextlib.ExitStack() as stack:
+        out = []
+        for cfg in cfgs if runs_dir is not None else ():
+            folder = run_folder(runs_dir, cfg)
+            shutil.rmtree(folder, ignore_errors=True)  # a rerun starts clean (no stale events)
+            folder.mkdir(parents=True)
+            (folder / "config.yaml").write_text(config_yaml(cfg))
+            tracker = stack.enter_context(make_tracker(track, folder, f"{config_hash(cfg)}-s{cfg.seed}"))
+            tracker.log_config(to_dict(cfg))
+            out.append(tracker)
+        yield out
+
+
 def train_population(
     cfgs: Sequence[RunConfig],
     cache_dir: Path | None = None,
     threads: int | None = 1,
     on_rows: Callable[[list[dict]], None] | None = None,
+    track: str | None = None,
+    runs_dir: Path | None = None,
+    save: bool = False,
 ) -> list[tuple[list[dict], dict]]:
     """Train a population (configs sharing ``STUDY_FIELDS``) in one process: per member, tidy rows
     and a summary, exactly as ``train`` gives for each alone. ``threads``: torch threads (pinned,
-    since results depend on it; None keeps the caller's)."""
-    with torch_threads(threads):
-        results = build_trainer(cfgs, cache_dir).run(on_rows)
+    since results depend on it; None keeps the caller's). ``on_rows`` sees each update's member
+    rows (update 0 included).
+
+    With ``runs_dir``, member ``cfg`` gets the folder ``run_folder(runs_dir, cfg)``: its resolved
+    config (``config.yaml``), its rows streamed as they are made (``rows.csv``, ``rows.parquet`` at
+    the end), ``track``'s files (``tensorboard`` or ``wandb``, see ``testbed.tracking``) and, with
+    ``save``, its trained and base weights (``policy.pt``, read by ``load_policy``)."""
+    if (track or save) and runs_dir is None:
+        raise ConfigError("track and save need runs_dir, the folder the runs' files go to")
+    if save and cfgs and cfgs[0].policy.kind == "hf":
+        raise ConfigError("save: policy.kind='hf' policies are saved with the model's save_pretrained")
+    with torch_threads(threads), _trackers(cfgs, track, runs_dir) as trackers:
+        trainer = build_trainer(cfgs, cache_dir)
+        base = member_state(trainer.policy.state_dict(), 0) if save else {}  # every member starts here
+
+        def report(rows: list[dict]) -> None:
+            for tracker, row in zip(trackers, rows, strict=False):
+                tracker.log_row(int(row["update"]), row)
+            if on_rows:
+                on_rows(rows)
+
+        results = trainer.run(report)
+    if save:
+        end = trainer.policy.state_dict()
+        for j, cfg in enumerate(cfgs):
+            save_policy(run_folder(runs_dir, cfg) / "policy.pt", cfg, member_state(end, j), base)
     return [summarise(c, r) for c, r in zip(cfgs, results, strict=True)]
 
 
-def train(cfg: RunConfig, cache_dir: Path | None = None, threads: int | None = 1) -> tuple[list[dict], dict]:
-    """Train one run; returns its tidy rows and summary record."""
-    return train_population([cfg], cache_dir, threads)[0]
+def train(
+    cfg: RunConfig, cache_dir: Path | None = None, threads: int | None = 1, **options: Any
+) -> tuple[list[dict], dict]:
+    """Train one run; returns its tidy rows and summary record (``options``: see ``train_population``)."""
+    return train_population([cfg], cache_dir, threads, **options)[0]

@@ -276,10 +276,13 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, on_rows: Callable[[list[dict]], None] | None = None) -> list[RunResult]:
-        """Evaluate the start, then ``n_updates`` updates; ``on_rows`` sees each update's member rows."""
+        """Evaluate the start, then ``n_updates`` updates; ``on_rows`` sees each update's member rows
+        (update 0, the start's evaluation, included)."""
         tc = self.tc
         start = time.perf_counter()
         rows = [[{"update": 0, "optimizer_steps": 0, **ev, "wall_time": 0.0}] for ev in self.evaluate()]
+        if on_rows:
+            on_rows([r[0] for r in rows])
         for u in range(1, tc.n_updates + 1):
             batch = self.collect()
             new = self.update(batch)

@@ -93,12 +93,39 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def train_members(cfgs: Sequence[RunConfig], cache_dir: Path | None) -> list[RunOutput]:
-    """One population (or one run) in a worker, whatever the executor, on pinned torch threads."""
+def train_members(
+    cfgs: Sequence[RunConfig],
+    cache_dir: Path | None,
+    runs_dir: Path | None = None,
+    track: str | None = None,
+    save_policy: bool = False,
+    update_bar: bool = False,
+) -> list[RunOutput]:
+    """One population (or one run) in a worker, whatever the executor, on pinned torch threads.
+    ``runs_dir``, ``track``, ``save_policy``: see ``testbed.run.train_population``; ``update_bar``:
+    a progress bar over updates (on the worker's stderr, which a local worker shares)."""
     torch.set_num_threads(TORCH_THREADS)
-    results = train_population(cfgs, cache_dir, threads=TORCH_THREADS)
+    total = cfgs[0].trainer.n_updates + 1
+    with tqdm(total=total, desc="updates", disable=not update_bar, leave=False) as bar:
+        results = train_population(
+            cfgs,
+            cache_dir,
+            threads=TORCH_THREADS,
+            on_rows=functools.partial(_show_update, bar) if update_bar else None,
+            track=track,
+            runs_dir=runs_dir,
+            save=save_policy,
+        )
     prov = provenance()
     return [RunOutput(rows, summary, {**prov, "population_size": len(cfgs)}) for rows, summary in results]
+
+
+def _show_update(bar: tqdm, rows: list[dict]) -> None:
+    """Advance the update bar; its postfix shows the first member's reward, EM and pooled ratio p05."""
+    row = rows[0]
+    shown = {"reward": "train_reward", "EM": "eval_em_sampled", "ratio p05": "pooled_ratio_p05_pos"}
+    bar.set_postfix({k: f"{row[v]:.3g}" for k, v in shown.items() if v in row}, refresh=False)
+    bar.update(1)
 
 
 def _exit_with_parent() -> None:
@@ -207,11 +234,15 @@ def run_configs(
     progress: bool = True,
     force: bool = False,
     population: int = 16,
+    update_bar: bool = False,
 ) -> list[str]:
     """Train every config not already complete in ``store`` (every one with ``force``), in
     populations of at most ``population`` members (1: one run per task), saving each as it
-    finishes. Returns every key, in order; raises RunsFailed at the end if any run failed (the
-    others are stored) and KeyboardInterrupt, workers stopped, on Ctrl-C."""
+    finishes; each run also streams its rows, and keeps what the store asks (``store.track``,
+    ``store.save_policy``), in ``store.folder(key)``. ``update_bar``: each worker shows a bar over
+    its updates (for one run; several workers' bars would overwrite each other). Returns every
+    key, in order; raises RunsFailed at the end if any run failed (the others are stored) and
+    KeyboardInterrupt, workers stopped, on Ctrl-C."""
     if isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ConfigError(f"population={population!r}: must be an int >= 1")
     keys = [config_hash(c) for c in configs]
@@ -233,7 +264,7 @@ def run_configs(
     executor = executor or local_executor(min(len(groups), os.cpu_count() or 1))
     bar = tqdm(total=total, initial=total - len(todo), desc="runs", disable=not progress)
     try:
-        failures = _run(groups, store, executor, cache_dir, bar)
+        failures = _run(groups, store, executor, cache_dir, bar, update_bar)
     finally:
         if own:
             executor.shutdown()
@@ -248,10 +279,12 @@ def _run(
     executor: Executor,
     cache_dir: Path | None,
     bar: tqdm,
+    update_bar: bool = False,
 ) -> dict[str, str]:
     """Submit every population, store its members as it finishes; returns the one-line errors of
     failed runs."""
-    args = [(list(g), cache_dir) for g in groups]
+    options = (store.runs, store.track, store.save_policy, update_bar)
+    args = [(list(g), cache_dir, *options) for g in groups]
     if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
         submitted = executor.submit_many(train_members, args)
     else:
@@ -271,7 +304,7 @@ def _run(
                 failures[key] = _one_line(err)
         else:
             for cfg, (rows, summary, prov) in zip(cfgs, outputs, strict=True):
-                store.write(config_hash(cfg), rows, summary, prov)
+                store.write(config_hash(cfg), rows, summary, prov, config=to_dict(cfg))
         done.add(fut)
         bar.update(len(cfgs))
 

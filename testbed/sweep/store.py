@@ -1,10 +1,16 @@
 """Results on disk, keyed by the config hash: per run, a CSV of update rows and a JSON record.
 
-The record, written last, holds the run's summary, the CSV's row count and SHA-256, and the
-provenance of the run (package version, git commit, torch version, threads, CPU capability). A
+The record, written last, holds the run's summary, its resolved config, the CSV's row count and
+SHA-256, and the provenance of the run (package version, git commit, torch version, threads, CPU
+capability). A
 run counts as stored only when its record parses and its CSV matches both: a truncated, empty or
 garbage file, or a record of an older format, makes it "broken", and a sweep redoes it. A run
 that failed leaves ``failed/<key>.json`` with its error; the next sweep tries it again.
+
+Beside them, ``runs/<key>/`` holds what a run writes while it goes (see ``testbed.run.train_population``):
+``config.yaml``, the streamed ``rows.csv`` / ``rows.parquet``, the tracker's files (``track``:
+``tensorboard`` or ``wandb``) and, with ``save_policy``, ``policy.pt``. The store's ``track`` and
+``save_policy`` say what its runs keep; the sweep runner reads them.
 
 Each file is written to a temporary name (created like any file, so the umask decides who may
 read it) and renamed into place, so a killed sweep leaves either a finished file or none.
@@ -16,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -24,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from testbed.tracking import KINDS as TRACKERS
 
 FORMAT = 2  # the record layout; records of other layouts (or none) are redone
 _HOST = socket.gethostname().replace(".", "-")  # temporary names say which process writes them
@@ -68,10 +77,17 @@ def _alive(pid: int) -> bool:
 
 
 class ResultStore:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, track: str | None = None, save_policy: bool = False) -> None:
+        if track not in TRACKERS:
+            raise StoreError(f"track={track!r}: expected one of {TRACKERS}")
         self.root = Path(root)
         self.runs = self.root / "runs"
         self.failed = self.root / "failed"
+        self.track, self.save_policy = track, save_policy
+
+    def folder(self, key: str) -> Path:
+        """Run ``key``'s own folder: config, streamed table, tracker files, policy."""
+        return self.runs / key
 
     def check_writable(self) -> None:
         """Fail now, with one line, if runs cannot be saved here (before any run is trained)."""
@@ -166,6 +182,13 @@ class ResultStore:
         records = [self._verified(k)[0] for k in keys]
         return pd.DataFrame([{**r["summary"], **r["provenance"]} for r in records])
 
+    def config(self, key: str) -> dict[str, Any]:
+        """Run ``key``'s resolved config as a nested dict (``testbed.config.from_dict`` rebuilds it)."""
+        config = self._verified(key)[0].get("config")
+        if config is None:
+            raise StoreError(f"run {key}: stored before configs were kept in records; its rows hold it")
+        return config
+
     def failures(self) -> dict[str, dict[str, Any]]:
         """The failure records of runs that failed and have not succeeded since."""
         if not self.failed.exists():
@@ -174,7 +197,12 @@ class ResultStore:
 
     # -- writing ---------------------------------------------------------------------------------
     def write(
-        self, key: str, rows: list[dict], summary: Mapping[str, Any], provenance: Mapping[str, Any]
+        self,
+        key: str,
+        rows: list[dict],
+        summary: Mapping[str, Any],
+        provenance: Mapping[str, Any],
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         """Rows first, record last: a valid record marks the run finished."""
         csv_path, json_path = self._paths(key)
@@ -186,6 +214,7 @@ class ResultStore:
             "rows": len(rows),
             "csv_sha256": _sha256(data),
             "summary": dict(summary),
+            "config": None if config is None else dict(config),
             "provenance": dict(provenance),
         }
         atomic_write(json_path, json.dumps(record, default=str))
@@ -198,3 +227,4 @@ class ResultStore:
         """Remove run ``key``'s files (a broken run, before it is redone)."""
         for path in self._paths(key):
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.folder(key), ignore_errors=True)
