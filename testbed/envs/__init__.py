@@ -17,12 +17,20 @@ from testbed.envs.task import TaskConfig
 from testbed.envs.tokens import TokenSearchBatch, TokenStep
 from testbed.envs.world import Episodes, Vocab, World, WorldConfig
 
-for _id, _entry in (
-    ("testbed/SearchTokens-v0", "testbed.envs.gym_envs:TokenSearchEnv"),
-    ("testbed/SearchTabular-v0", "testbed.envs.gym_envs:TabularSearchEnv"),
+for _id, _entry, _vector in (
+    (
+        "testbed/SearchTokens-v0",
+        "testbed.envs.gym_envs:TokenSearchEnv",
+        "testbed.envs.vector:TokenSearchVectorEnv",
+    ),
+    (
+        "testbed/SearchTabular-v0",
+        "testbed.envs.gym_envs:TabularSearchEnv",
+        "testbed.envs.vector:TabularSearchVectorEnv",
+    ),
 ):
     if _id not in registry:
-        register(id=_id, entry_point=_entry, max_episode_steps=None)
+        register(id=_id, entry_point=_entry, vector_entry_point=_vector, max_episode_steps=None)
 
 __all__ = [
     "Episodes",
