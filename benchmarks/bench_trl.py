@@ -18,11 +18,10 @@ import time
 import torch
 
 from testbed.config import with_overrides
-from testbed.envs import World
-from testbed.integrations.hf_train import hf_trainer
+from testbed.envs import World, WorldConfig
 from testbed.integrations.text_task import TextQA, corpus_words
 from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
-from testbed.trainer import RunConfig
+from testbed.run import RunConfig, build_trainer
 
 
 def ours(tokenizer, qa: TextQA, steps: int, completions: int, length: int) -> float:
@@ -34,9 +33,11 @@ def ours(tokenizer, qa: TextQA, steps: int, completions: int, length: int) -> fl
             "trainer.group_size": "8",
             "trainer.minibatches": "1",
             "task.max_len": str(length + 16),
+            "task.world.kind": "fixed",
+            "policy.kind": "hf",
         },
     )
-    trainer = hf_trainer(cfg, qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer)
+    trainer = build_trainer([cfg], qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer)
     trainer.update(trainer.collect())  # warm-up
     tokens, start = 0, time.perf_counter()
     for _ in range(steps):
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    qa = TextQA.from_world(World(RunConfig().task.world))
+    qa = TextQA.from_world(World(WorldConfig(kind="fixed")))
     tokenizer = train_tokenizer(corpus_words(qa))
     a = ours(tokenizer, qa, args.steps, args.completions, args.length)
     b = trl(tokenizer, qa, args.steps, args.completions, args.length)

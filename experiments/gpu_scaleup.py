@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from testbed.integrations.hf_train import hf_trainer
 
 from testbed.config import with_overrides
 from testbed.envs import World
 from testbed.integrations.text_task import TextQA, corpus_words
 from testbed.integrations.tiny import train_tokenizer
-from testbed.trainer import RunConfig
+from testbed.run import RunConfig, build_trainer
 
 # Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936).
 SHAPES = {
@@ -68,14 +67,14 @@ def measure(trainer, updates: int, device: str) -> dict[str, float]:
         batch = trainer.collect()
         sync(device)
         t1 = time.perf_counter()
-        row = trainer.update(batch)
+        (row,) = trainer.update(batch)
         sync(device)
         t2 = time.perf_counter()
         rollout_s += t1 - t0
         train_s += t2 - t1
         rollout_tokens += batch.tokens.numel()
-        epochs = trainer.cfg.trainer.epochs
-        train_tokens += batch.tokens.numel() * (epochs + (trainer.cfg.trainer.old_log_probs == "recompute"))
+        # the update scores the batch epochs times, plus once before (old) and once after (pooled signals)
+        train_tokens += batch.tokens.numel() * (trainer.tc.epochs + 2)
         rewards.append(float(batch.rewards.mean()))
     out = {
         "rollout_tokens_per_s": rollout_tokens / rollout_s,
@@ -108,6 +107,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     base = {
+        "policy.kind": "hf",
+        "task.world.kind": "fixed",
         "trainer.questions_per_batch": "8",
         "trainer.group_size": "5",
         "trainer.minibatches": "4",
@@ -117,17 +118,13 @@ def main() -> None:
     }
     results = {}
     for name in args.objectives:
-        cfg = with_overrides(RunConfig(), {**base, "objective.name": name})
+        cfg = with_overrides(RunConfig(), {**base, "objective.name": name, "policy.device": args.device})
         qa = TextQA.from_world(World(cfg.task.world))
         if args.model:
-            trainer = hf_trainer(cfg, model_path=args.model, device=args.device, qa=qa)
+            trainer = build_trainer([with_overrides(cfg, {"policy.model_path": args.model})], qa=qa)
         else:
-            trainer = hf_trainer(
-                cfg,
-                qa=qa,
-                model=random_model(args.shape, args.device),
-                tokenizer=train_tokenizer(corpus_words(qa)),
-            )
+            model, tokenizer = random_model(args.shape, args.device), train_tokenizer(corpus_words(qa))
+            trainer = build_trainer([cfg], qa=qa, model=model, tokenizer=tokenizer)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         results[name] = measure(trainer, args.updates, args.device)

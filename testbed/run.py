@@ -96,8 +96,10 @@ def core_factory(cfg: RunConfig, world: World) -> Callable[..., TokenSearchBatch
     return functools.partial(core_type, cfg.task, world=world)
 
 
-def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None) -> Trainer:
-    """A Trainer for one population (``cfgs``: its members), its base policy from the cache."""
+def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf: object) -> Trainer:
+    """A Trainer for one population (``cfgs``: its members), its base policy from the cache.
+    ``hf``: for ``policy.kind="hf"``, parts given instead of built (``qa``, ``model``, ``tokenizer``;
+    see ``testbed.integrations.hf_run.hf_parts``)."""
     check_population(cfgs)
     cfg = cfgs[0]
     members = [Member(c.seed, c.objective) for c in cfgs]
@@ -106,7 +108,7 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None) -> T
             raise ConfigError("policy.kind='hf': a Hugging Face policy trains one run at a time")
         from testbed.integrations.hf_run import hf_parts
 
-        policy, world, make_core = hf_parts(cfg)
+        policy, world, make_core = hf_parts(cfg, **hf)
         return Trainer(cfg.trainer, members, policy, world, make_core)
     world = World(cfg.task.world)
     make_core = core_factory(cfg, world)

@@ -7,6 +7,7 @@ objectives run on [B, T] tensors; the model's own work stays on its device.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -23,6 +24,9 @@ class HFPolicy(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        # transformers 5.2x renamed past_key_values to cache (argument and output); accept both
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._cache = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -32,10 +36,9 @@ class HFPolicy(nn.Module):
         return {"past": None}
 
     def next_logits(self, inputs: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
-        out = self.model(
-            input_ids=inputs[:, None].to(self.device), past_key_values=state["past"], use_cache=True
-        )
-        state["past"] = out.past_key_values
+        kwargs = {self._cache: state["past"]}
+        out = self.model(input_ids=inputs[:, None].to(self.device), use_cache=True, **kwargs)
+        state["past"] = out[self._cache]
         return out.logits[:, -1]  # sampled on the model's device: a full vocabulary is large
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,10 @@ from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
 
 
 def hf_parts(
-    cfg, qa: TextQA | None = None, max_obs_len: int = 64
+    cfg, qa: TextQA | None = None, max_obs_len: int = 64, model=None, tokenizer=None
 ) -> tuple[HFPolicy, World, Callable[..., TokenSearchBatch]]:
-    """(policy, world, make_core) for a ``RunConfig`` with ``policy.kind="hf"``."""
+    """(policy, world, make_core) for a ``RunConfig`` with ``policy.kind="hf"``; ``model`` and
+    ``tokenizer`` given (e.g. a randomly initialised real architecture) replace the config's."""
     if cfg.task.world.kind != "fixed":
         raise ConfigError(
             f"task.world.kind={cfg.task.world.kind!r}: the text task searches one fixed corpus; use 'fixed'"
@@ -30,7 +31,10 @@ def hf_parts(
     world = World(cfg.task.world)
     qa = qa or TextQA.from_world(world)
     pc = cfg.policy
-    if pc.model_path is not None:
+    if model is not None:
+        if tokenizer is None:
+            raise ValueError("tokenizer: needed with a given model")
+    elif pc.model_path is not None:
         model, tokenizer = load_model(pc.model_path, pc.device)
     else:
         tokenizer = train_tokenizer(corpus_words(qa))
