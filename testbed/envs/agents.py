@@ -15,10 +15,13 @@ the transformer is warm-started on (one search per hop when retrieval is perfect
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from testbed.envs.tabular import TabularSearchBatch
 from testbed.envs.tokens import TokenSearchBatch
+from testbed.envs.world import Episodes, World
 
 
 def _check_error_rate(error_rate: float) -> None:
@@ -41,9 +44,14 @@ class TokenOracle:
         self.plan = np.zeros((b, 4), dtype=np.int64)
         self.plan_len = np.zeros(b, dtype=np.int64)
         self.pos = np.zeros(b, dtype=np.int64)
-        self.belief = core.ep.start.copy()
+        self.belief = self._world_ep()[1].start.copy()
         self.hops_done = np.zeros(b, dtype=np.int64)
         self.query = np.zeros((b, 2), dtype=np.int64)
+
+    def _world_ep(self) -> tuple[World, Episodes]:
+        world, ep = self.core.world, self.core.ep
+        assert world is not None and ep is not None, "the oracle reads the simulated task's world"
+        return world, ep
 
     def propose(self, inputs: object) -> tuple[np.ndarray, np.ndarray]:
         empty = self.pos >= self.plan_len
@@ -58,7 +66,7 @@ class TokenOracle:
 
     def _observe(self, tokens: np.ndarray) -> None:
         """Update beliefs from the documents returned for searches closed by ``tokens``."""
-        core, v, world = self.core, self.core.vocab, self.core.world
+        core, v, (world, ep) = self.core, self.core.vocab, self._world_ep()
         rows = np.flatnonzero((tokens == v.search_close) & (core.last_docs[:, 0] >= 0))
         if rows.size == 0:
             return
@@ -66,13 +74,13 @@ class TokenOracle:
         hit = (core.last_docs[rows] == world.doc_id(subject, relation)[:, None]).any(1)
         # a hop is done once its query's document came back, right or (with errors) wrong
         hit_rows = rows[hit]
-        self.belief[hit_rows] = core.ep.facts[hit_rows, subject[hit], relation[hit]]
+        self.belief[hit_rows] = ep.facts[hit_rows, subject[hit], relation[hit]]
         self.hops_done[hit_rows] += 1
         core.last_docs[rows] = -1
 
     def _make_plans(self, rows: np.ndarray) -> None:
-        core, v, rng = self.core, self.core.vocab, self.rng
-        wc, ep = core.world.config, core.ep
+        (world, ep), rng = self._world_ep(), self.rng
+        v, wc = world.vocab, world.config  # the simulated task's vocab is its world's
         searching = self.hops_done[rows] < ep.hops[rows]
         rel = ep.chain[rows, np.minimum(self.hops_done[rows], wc.max_hops - 1)]
         ent = self.belief[rows].copy()
@@ -107,6 +115,7 @@ class TabularOracle:
 
     def propose(self, inputs: object) -> tuple[np.ndarray, np.ndarray]:
         core, ep = self.core, self.core.ep
+        assert ep is not None, "begin() after the core's reset"
         nxt = ep.chain[np.arange(core.batch_size), np.minimum(core.hops_done, ep.chain.shape[1] - 1)]
         act = np.where(core.hops_done < ep.hops, nxt, core.world.config.n_relations)
         noisy = self.rng.random(core.batch_size) < self.error_rate
@@ -124,7 +133,11 @@ class RandomAgent:
         self.grain, self.rng = grain, rng
 
     def begin(self, core: TokenSearchBatch | TabularSearchBatch) -> None:
-        self.n = core.vocab.size if self.grain == "token" else core.n_actions
+        # the agent's grain names its core's
+        if self.grain == "token":
+            self.n = cast(TokenSearchBatch, core).vocab.size
+        else:
+            self.n = cast(TabularSearchBatch, core).n_actions
         self.b = core.batch_size
 
     def propose(self, inputs: object) -> tuple[np.ndarray, np.ndarray]:

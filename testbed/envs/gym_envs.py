@@ -42,6 +42,7 @@ from testbed.config import from_dict
 from testbed.envs.tabular import TabularSearchBatch
 from testbed.envs.task import TaskConfig
 from testbed.envs.tokens import TokenSearchBatch
+from testbed.envs.world import World
 
 SPLITS = ("train", "eval")
 
@@ -66,9 +67,15 @@ class _SearchEnv(gym.Env):
 
     core: TokenSearchBatch | TabularSearchBatch
 
+    @property
+    def _world(self) -> World:
+        world = self.core.world
+        assert world is not None, "the gym envs run the simulated task"
+        return world
+
     def _pick_episode(self, options: dict | None) -> int:
         options = options or {}
-        world = self.core.world
+        world = self._world
         if "episode" in options:
             ep = options["episode"]
             if isinstance(ep, bool) or not isinstance(ep, numbers.Integral) or ep < 0:
@@ -99,7 +106,9 @@ class _SearchEnv(gym.Env):
 
 
 class TokenSearchEnv(_SearchEnv):
-    metadata: ClassVar[dict] = {"render_modes": ["ansi"]}
+    # gymnasium declares metadata as an instance attribute; it is a class-level constant here
+    metadata: ClassVar[dict] = {"render_modes": ["ansi"]}  # type: ignore[misc]
+    core: TokenSearchBatch
 
     def __init__(
         self, config: TaskConfig | dict | None = None, render_mode: str | None = None, **kwargs: Any
@@ -156,10 +165,10 @@ class TokenSearchEnv(_SearchEnv):
         )
 
     def decode(self, ids) -> str:
-        return self.core.vocab.decode(ids)
+        return self._world.vocab.decode(ids)  # the simulated task's vocab is its world's
 
     def encode(self, text: str) -> list[int]:
-        ids = self.core.vocab.ids
+        ids = self._world.vocab.ids
         unknown = [w for w in text.split() if w not in ids]
         if unknown:
             raise ValueError(f"text: unknown words {unknown}")
@@ -170,7 +179,8 @@ class TokenSearchEnv(_SearchEnv):
 
 
 class TabularSearchEnv(_SearchEnv):
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}  # type: ignore[misc]  # as in TokenSearchEnv
+    core: TabularSearchBatch
 
     def __init__(self, config: TaskConfig | dict | None = None, **kwargs: Any):
         self.config = _task(config, kwargs)

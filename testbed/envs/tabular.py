@@ -18,6 +18,8 @@ Reward: EM of the answered entity; the episode truncates at the action past
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from testbed.envs.retriever import Retriever, SimulatedRetriever
@@ -28,7 +30,7 @@ from testbed.envs.world import Episodes, World
 class TabularSearchBatch:
     """B independent episodes of the tabular task, stepped together."""
 
-    grain = "tabular"
+    grain: Literal["tabular"] = "tabular"
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class TabularSearchBatch:
     def observe(self) -> np.ndarray:
         """State index per environment."""
         ep = self.ep
+        assert ep is not None, "reset() first"
         hops = ep.hops
         nxt = np.where(
             self.hops_done < hops,
@@ -108,6 +111,7 @@ class TabularSearchBatch:
 
         guess = rng.integers(0, self.world.config.n_entities, self.batch_size)
         said = np.where(a == n_r, self.belief, guess)
+        assert self.ep is not None, "reset() first"
         gold = self.ep.answer
         reward = (answer & (said == gold)).astype(float)
         truncated = over & ~answer
@@ -130,6 +134,7 @@ class TabularSearchBatch:
             docs = self.retriever.retrieve(queries, rng)
         hit = (docs == world.doc_id(self.belief[rows], rel)[:, None]).any(1)
         ep = self.ep
+        assert ep is not None, "reset() first"
         step = np.minimum(self.hops_done[rows], ep.chain.shape[1] - 1)
         on_chain = (self.hops_done[rows] < ep.hops[rows]) & (ep.chain[rows, step] == rel)
         hit_rows = rows[hit]

@@ -26,7 +26,7 @@ invalid action; the action that would exceed ``max_turns`` truncates the episode
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -48,11 +48,30 @@ class TokenStep:
     truncated: np.ndarray  # [B] bool: hit max_turns or max_len this step
 
 
+class TagVocab(Protocol):
+    """What the state machine asks of a task's vocabulary: the tag ids, ``<pad>``, ``<invalid>``,
+    the size and the word test (``testbed.envs.world.Vocab``, or a tokenizer's ``TextVocab``)."""
+
+    pad: int
+    search_open: int
+    search_close: int
+    answer_open: int
+    answer_close: int
+    info_open: int
+    info_close: int
+    invalid: int
+    size: int
+
+    def is_word(self, tok: np.ndarray) -> np.ndarray: ...
+
+
 class TokenTask(Protocol):
     """The parts of a token-level task (see the module docstring). ``search`` and ``score`` get
     the rows concerned and their segments (``seg`` [n, L] token ids, ``seg_len`` [n])."""
 
-    vocab: object
+    @property
+    def vocab(self) -> TagVocab: ...
+
     info_len: int
     top_k: int
 
@@ -98,6 +117,7 @@ class SimulatedTask:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(observation tokens [n, info_len], their lengths [n], document ids [n, k])."""
         v, k = self.vocab, self.top_k
+        assert self.ep is not None, "load() the episodes first"
         if closed_book:
             docs = rng.integers(0, self.world.n_docs, (len(rows), k))
         else:
@@ -119,6 +139,7 @@ class SimulatedTask:
 
     def score(self, rows: np.ndarray, seg: np.ndarray, seg_len: np.ndarray, reward: str) -> np.ndarray:
         """EM or F1 of the closed answers against the single-word gold answers."""
+        assert self.ep is not None, "load() the episodes first"
         gold = self.vocab.entity(self.ep.answer[rows])
         seg = seg[:, : self.config.max_answer_len]
         if reward == "em":
@@ -131,7 +152,7 @@ class SimulatedTask:
 class TokenSearchBatch:
     """B independent episodes of a token-level task, stepped together."""
 
-    grain = "token"
+    grain: Literal["token"] = "token"
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from testbed.envs.gym_envs import SPLITS, TabularSearchEnv, TokenSearchEnv, _tas
 from testbed.envs.tabular import TabularSearchBatch
 from testbed.envs.task import TaskConfig
 from testbed.envs.tokens import FREE, TokenSearchBatch
-from testbed.envs.world import Episodes
+from testbed.envs.world import Episodes, World
 
 INFO_KEYS = ("episode", "turns", "invalid", "searches")
 
@@ -69,16 +69,23 @@ class _SearchVectorEnv(VectorEnv):
     # -- what each grain supplies ----------------------------------------------------------------
     def _reset_rows(self, rows: np.ndarray, ids: np.ndarray) -> None: ...
 
-    def _step_core(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def _step_core(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
     def _obs(self) -> Any: ...
 
     def _single_obs(self, i: int) -> Any: ...
 
     # -- the shared part -------------------------------------------------------------------------
+    @property
+    def _world(self) -> World:
+        world = self.core.world
+        assert world is not None, "the gym envs run the simulated task"
+        return world
+
     def _draw(self, rows: np.ndarray, options: dict) -> np.ndarray:
         """Episode ids of ``rows``, as the single env picks them (``options``: episode or split)."""
-        world = self.core.world
+        world = self._world
         if "episode" in options:
             ids = np.asarray(options["episode"])
             if ids.shape != (self.num_envs,) or ids.dtype.kind not in "iu" or (ids < 0).any():
@@ -155,6 +162,8 @@ class _SearchVectorEnv(VectorEnv):
 class TokenSearchVectorEnv(_SearchVectorEnv):
     """``testbed/SearchTokens-v0``, N at a time (observation: the N contexts, see ``TokenSearchEnv``)."""
 
+    core: TokenSearchBatch
+
     def __init__(
         self,
         num_envs: int,
@@ -179,9 +188,9 @@ class TokenSearchVectorEnv(_SearchVectorEnv):
             every = core.reset(full)
             prompts = [every[r] for r in rows]
         else:
-            new = core.world.episodes(ids)
+            new = self._world.episodes(ids)
             splice_episodes(core.ep, rows, new)
-            prompts = [core.world.question_tokens(new, k) for k in range(len(rows))]
+            prompts = [self._world.question_tokens(new, k) for k in range(len(rows))]
             core.question[rows] = ids
             core.phase[rows] = FREE
             core.seg[rows] = -1
@@ -226,6 +235,8 @@ class TokenSearchVectorEnv(_SearchVectorEnv):
 
 class TabularSearchVectorEnv(_SearchVectorEnv):
     """``testbed/SearchTabular-v0``, N at a time (observation: the N state indices)."""
+
+    core: TabularSearchBatch
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ h relations, written ``r_h ... r_1 e`` ("the r_h of ... the r_1 of e"); its answ
 from __future__ import annotations
 
 import dataclasses
+from typing import overload
 
 import numpy as np
 
@@ -79,6 +80,18 @@ class WorldConfig:
 class Vocab:
     """Token ids: the specials, then entity words ``e0..``, then relation words ``r0..``."""
 
+    # the specials' ids, set in __init__ under the names of ``_attr``
+    pad: int
+    bos: int
+    search_open: int
+    search_close: int
+    answer_open: int
+    answer_close: int
+    info_open: int
+    info_close: int
+    sep: int
+    invalid: int
+
     def __init__(self, n_entities: int, n_relations: int) -> None:
         self.words = [
             *SPECIALS,
@@ -92,9 +105,17 @@ class Vocab:
         self.relation0 = self.entity0 + n_entities
         self.size = len(self.words)
 
+    @overload
+    def entity(self, e: int) -> int: ...
+    @overload
+    def entity(self, e: np.ndarray) -> np.ndarray: ...
     def entity(self, e: np.ndarray | int) -> np.ndarray | int:
         return e + self.entity0
 
+    @overload
+    def relation(self, r: int) -> int: ...
+    @overload
+    def relation(self, r: np.ndarray) -> np.ndarray: ...
     def relation(self, r: np.ndarray | int) -> np.ndarray | int:
         return r + self.relation0
 

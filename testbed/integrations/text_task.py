@@ -76,7 +76,7 @@ class TextQA:
         for i in range(len(q["hops"])):
             chain = [f"r{r}" for r in q["chain"][i, : q["hops"][i]]]
             texts.append("question : " + " of ".join([*chain[::-1], f"e{q['start'][i]}"]) + " ?")
-        answers = [f"e{a}" for a in q["answer"]]
+        answers = [[f"e{a}"] for a in q["answer"]]
         corpus = [world.doc_text(d) for d in range(len(world.docs))]
         return cls(texts, answers, corpus, world.train, world.held_out)
 
