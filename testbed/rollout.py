@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch
 from testbed.batch import ANSWER, OTHER, SEARCH_CALL, Batch
 from testbed.envs import TabularSearchBatch, TokenSearchBatch
 from testbed.envs.tokens import ANSWER as PHASE_ANSWER
-from testbed.envs.tokens import FREE, SEARCH, TokenStep
+from testbed.envs.tokens import FREE, SEARCH, TagVocab, TokenStep
 from testbed.policies import Policy
 
 Core = TokenSearchBatch | TabularSearchBatch
@@ -33,12 +33,18 @@ class MemberCores:
     can change another's episodes.
     """
 
+    # the first core's, for its grain
+    capacity: int
+    info_len: int
+    vocab: TagVocab
+    n_actions: int
+
     def __init__(self, cores: Sequence[Core]) -> None:
         self.cores = list(cores)
         first = self.cores[0]
         self.grain, self.config, self.world = first.grain, first.config, getattr(first, "world", None)
         self.batch_size = sum(c.batch_size for c in self.cores)
-        if self.grain == "token":
+        if first.grain == "token":
             self.capacity, self.info_len, self.vocab = first.capacity, first.info_len, first.vocab
         else:
             self.n_actions = first.n_actions
@@ -73,7 +79,8 @@ class MemberCores:
             outs = [c.step(a, r) for c, a, r in zip(self.cores, acts, rngs, strict=True)]
             return tuple(np.concatenate(x) for x in zip(*outs, strict=True))
         live = self._parts(active) if active is not None else [None] * len(self.cores)
-        outs = [c.step(a, r, active=m) for c, a, r, m in zip(self.cores, acts, rngs, live, strict=True)]
+        cores = cast(list[TokenSearchBatch], self.cores)  # the token grain's
+        outs = [c.step(a, r, active=m) for c, a, r, m in zip(cores, acts, rngs, live, strict=True)]
         return TokenStep(
             *(np.concatenate([getattr(o, f.name) for o in outs]) for f in dataclasses.fields(TokenStep))
         )
@@ -156,7 +163,7 @@ def _segment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.select([phase == SEARCH, phase == PHASE_ANSWER], [SEARCH_CALL, ANSWER], OTHER)
 
 
-def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, rng) -> Batch:
+def _rollout_tokens(agent: Agent, core: TokenSearchBatch | MemberCores, episodes, group_ids, rng) -> Batch:
     b = len(episodes)
     prompts = core.reset(episodes)
     agent.begin(core)
@@ -209,11 +216,12 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, r
     )
 
 
-def _rollout_tabular(agent: Agent, core: TabularSearchBatch, episodes, group_ids, rng) -> Batch:
+def _rollout_tabular(agent: Agent, core: TabularSearchBatch | MemberCores, episodes, group_ids, rng) -> Batch:
     b = len(episodes)
     obs = core.reset(episodes)
     agent.begin(core)
     horizon = core.config.max_turns + 1
+    assert core.world is not None, "a tabular core has its world"
     n_r = core.world.config.n_relations
     states = torch.zeros(b, horizon, dtype=torch.long)
     actions = torch.zeros(b, horizon, dtype=torch.long)

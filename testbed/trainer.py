@@ -32,7 +32,7 @@ from testbed.diagnostics import detect_collapse, isdd_signals, mean_rows
 from testbed.envs import World
 from testbed.objectives import ObjectiveConfig, get_objective
 from testbed.policies import Policy
-from testbed.rollout import MemberCores, PolicyAgent, rollout
+from testbed.rollout import Core, MemberCores, PolicyAgent, rollout
 
 OLD_LOG_PROBS = ("recompute", "rollout")
 ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -111,7 +111,7 @@ class Trainer:
         members: Sequence[Member],
         policy: Policy,
         world: World,
-        make_core: Callable[..., object],
+        make_core: Callable[..., Core],
     ) -> None:
         if policy.members != len(members):
             raise ValueError(f"policy has {policy.members} members, the run list {len(members)}")
@@ -197,7 +197,7 @@ class Trainer:
                 mb = batch.select(idx)
                 logp, entropy = self.policy.score(mb)
                 m = len(idx) // k
-                total = 0.0
+                total: torch.Tensor | float = 0.0
                 for j in range(k):
                     rows = slice(j * m, (j + 1) * m)
                     loss, metrics = self.objectives[j](
@@ -215,6 +215,7 @@ class Trainer:
                     total = total + loss
                     steps[j].append({**metrics, "loss": float(loss.detach()), "entropy": float(ent.detach())})
                 self.opt.zero_grad()
+                assert isinstance(total, torch.Tensor)  # a sum over k >= 1 members' losses
                 total.backward()
                 norms = clip_grad_norm_per_member(self.params, tc.max_grad_norm, k)
                 self.opt.step()
@@ -222,13 +223,13 @@ class Trainer:
                 for j in range(k):
                     steps[j][-1]["grad_norm"] = float(norms[j])
         pooled = self._pooled_signals(batch, old, before, adv)
-        rows = []
+        out = []
         for j in range(k):
             row = mean_rows(steps[j])
             row["grad_norm_max"] = max(s["grad_norm"] for s in steps[j])
             row["adv_zero_frac"] = float((adv[j * n : (j + 1) * n] == 0).float().mean())
-            rows.append({**row, **pooled[j]})
-        return rows
+            out.append({**row, **pooled[j]})
+        return out
 
     @torch.no_grad()
     def _pooled_signals(

@@ -94,9 +94,11 @@ def base_policy(
         return policy
     core = make_core(cfg.batch_size)
     rng = np.random.default_rng(cfg.seed + 7919)
+    world = core.world
+    assert world is not None, "demonstrations are played in the simulated world"
     imitate(
         policy,
-        lambda: demonstrations(core, core.world.train_ids(rng, cfg.batch_size), cfg.error_rate, rng),
+        lambda: demonstrations(core, world.train_ids(rng, cfg.batch_size), cfg.error_rate, rng),
         cfg,
     )
     if path is not None:

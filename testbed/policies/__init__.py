@@ -8,6 +8,7 @@ Hugging Face policy (``kind="hf"``) lives in ``testbed.integrations`` and is bui
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from testbed.config import check_choice, check_positive, fail
 from testbed.envs import TabularSearchBatch, TokenSearchBatch
@@ -42,11 +43,14 @@ class PolicyConfig:
 
 def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch, members: int = 1) -> Policy:
     """A freshly initialised policy of ``members`` members for the task ``core`` (grain from ``cfg.kind``)."""
+    # the policy's kind names the grain of its task, so of ``core``
     if cfg.kind == "tabular":
-        return TabularPolicy(core.n_states, core.n_actions, members)
+        tabular = cast(TabularSearchBatch, core)
+        return TabularPolicy(tabular.n_states, tabular.n_actions, members)
     if cfg.kind == "transformer":
+        tokens = cast(TokenSearchBatch, core)
         return TransformerPolicy(
-            core.vocab.size, core.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members
+            tokens.vocab.size, tokens.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members
         )
     raise ValueError(f"policy.kind={cfg.kind!r}: built by testbed.run, not build_policy")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, Self
 
 import torch
+from torch import nn
 
 from testbed.batch import Batch
 
@@ -18,6 +20,8 @@ class Policy(Protocol):
     entropy [B, T] of every written token under the current parameters (zero where nothing was
     sampled). ``members``: how many independent runs the policy holds (a population; 1 for a
     single run); the rows of every batch are member-major, ``rows / members`` per member.
+
+    Every policy is an ``nn.Module``: the trainer also uses its parameters, state dict and ``to``.
     """
 
     grain: str
@@ -29,7 +33,15 @@ class Policy(Protocol):
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def parameters(self): ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Self: ...
 
 
 def log_probs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ class _LayerCache:
         self.v: torch.Tensor | None = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is None:
+        if self.k is None or self.v is None:  # both are set together
             shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
             self.k, self.v = k.new_empty(shape), v.new_empty(shape)
         end = self.length + k.shape[2]
