@@ -9,7 +9,7 @@ single seeds (a seed's numbers change with the CPU's kernel path).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,8 +65,8 @@ def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> float:
     """Exact McNemar p-value: do paired binary outcomes (collapsed or not) differ?"""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((x & ~y).sum()), int((~x & y).sum())
     if only_a + only_b == 0:
         return 1.0
     return float(stats.binomtest(only_a, only_a + only_b).pvalue)
@@ -78,7 +78,9 @@ def _mean_ci(x: pd.Series) -> str:
     return f"{x.mean():.3f} [{lo:.3f}, {hi:.3f}]{warn}"
 
 
-def summary_table(summaries: pd.DataFrame, by: Sequence[str], reference: dict | None = None) -> pd.DataFrame:
+def summary_table(
+    summaries: pd.DataFrame, by: Sequence[str], reference: Mapping[str, object] | None = None
+) -> pd.DataFrame:
     """Per group of ``by``: seeds, start EM, peak and final EM as mean [95% bootstrap CI], collapse
     rate [95% Wilson], median collapse update; with ``reference`` (a dict of ``by`` values naming
     one group), each other group's paired differences to it: final-EM difference, Wilcoxon p and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -38,4 +39,5 @@ class Batch:
     def select(self, index: torch.Tensor) -> Batch:
         """The episodes at ``index`` (a minibatch)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Batch(**{k: (v[index] if v is not None else None) for k, v in fields.items()})
+        selected: dict[str, Any] = {k: (v[index] if v is not None else None) for k, v in fields.items()}
+        return Batch(**selected)

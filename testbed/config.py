@@ -18,9 +18,12 @@ import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")  # a config dataclass
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NONE = ("none", "null")
@@ -47,7 +50,7 @@ def _finite_number(owner: object, field: str) -> float:
         fail(owner, field, v, "must be a number")
     if not isinstance(v, numbers.Integral) and not math.isfinite(v):
         fail(owner, field, v, "must be a finite number")
-    return v
+    return typing.cast(float, v)  # a real number, returned as it is (an int stays an int)
 
 
 def check_finite(owner: object, *fields: str) -> None:
@@ -153,14 +156,15 @@ def _read_bool(path: str, value: Any) -> bool:
 
 
 def _read_int(path: str, value: Any) -> int:
-    number = _parse_number(path, value, "an integer") if isinstance(value, str) else value
+    number: Any = _parse_number(path, value, "an integer") if isinstance(value, str) else value
     if isinstance(number, bool) or not isinstance(number, numbers.Real):
         _bad(path, value, "expected an integer")
     if isinstance(number, numbers.Integral):
         return int(number)
-    if not math.isfinite(number) or number != int(number):
+    # typeshed's numbers.Real has no __int__, yet every real number converts
+    if not math.isfinite(number) or number != int(number):  # type: ignore[call-overload]
         _bad(path, value, "expected an integer")
-    return int(number)
+    return int(number)  # type: ignore[call-overload]
 
 
 def _read_float(path: str, value: Any) -> float:

@@ -82,7 +82,7 @@ def split_populations(
     groups: dict[str, list[RunConfig]] = {}
     for cfg in cfgs:
         groups.setdefault(study_key(cfg), []).append(cfg)
-    out = []
+    out: list[list[RunConfig]] = []
     for group in groups.values():
         n = max(-(-len(group) // max_members), min(min_populations, len(group)))
         out.extend(list(part) for part in np.array_split(np.array(group, dtype=object), n))
@@ -96,7 +96,7 @@ def core_factory(cfg: RunConfig, world: World) -> Callable[..., TokenSearchBatch
     return functools.partial(core_type, cfg.task, world=world)
 
 
-def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf: object) -> Trainer:
+def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf: Any) -> Trainer:
     """A Trainer for one population (``cfgs``: its members), its base policy from the cache.
     ``hf``: for ``policy.kind="hf"``, parts given instead of built (``qa``, ``model``, ``tokenizer``;
     see ``testbed.integrations.hf_run.hf_parts``)."""
@@ -108,8 +108,8 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
             raise ConfigError("policy.kind='hf': a Hugging Face policy trains one run at a time")
         from testbed.integrations.hf_run import hf_parts
 
-        policy, world, make_core = hf_parts(cfg, **hf)
-        return Trainer(cfg.trainer, members, policy, world, make_core)
+        hf_policy, hf_world, hf_make_core = hf_parts(cfg, **hf)
+        return Trainer(cfg.trainer, members, hf_policy, hf_world, hf_make_core)
     world = World(cfg.task.world)
     make_core = core_factory(cfg, world)
     base = base_policy(
@@ -239,14 +239,15 @@ def _trackers(
     on the way out, so a failed run still leaves a readable table of what it did."""
     with contextlib.ExitStack() as stack:
         out = []
-        for cfg in cfgs if runs_dir is not None else ():
-            folder = run_folder(runs_dir, cfg)
-            shutil.rmtree(folder, ignore_errors=True)  # a rerun starts clean (no stale events)
-            folder.mkdir(parents=True)
-            (folder / "config.yaml").write_text(config_yaml(cfg))
-            tracker = stack.enter_context(make_tracker(track, folder, f"{config_hash(cfg)}-s{cfg.seed}"))
-            tracker.log_config(to_dict(cfg))
-            out.append(tracker)
+        if runs_dir is not None:
+            for cfg in cfgs:
+                folder = run_folder(runs_dir, cfg)
+                shutil.rmtree(folder, ignore_errors=True)  # a rerun starts clean (no stale events)
+                folder.mkdir(parents=True)
+                (folder / "config.yaml").write_text(config_yaml(cfg))
+                tracker = stack.enter_context(make_tracker(track, folder, f"{config_hash(cfg)}-s{cfg.seed}"))
+                tracker.log_config(to_dict(cfg))
+                out.append(tracker)
         yield out
 
 
@@ -284,6 +285,7 @@ def train_population(
 
         results = trainer.run(report)
     if save:
+        assert runs_dir is not None  # checked on entry
         end = trainer.policy.state_dict()
         for j, cfg in enumerate(cfgs):
             save_policy(run_folder(runs_dir, cfg) / "policy.pt", cfg, member_state(end, j), base)

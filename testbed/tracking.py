@@ -24,7 +24,7 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 import pandas as pd
 
@@ -75,7 +75,7 @@ class TableWriter:
         self.csv_path, self.parquet_path = self.dir / "rows.csv", self.dir / "rows.parquet"
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
-        self._file = None
+        self._file: TextIO | None = None
         self._writer: csv.DictWriter | None = None
 
     def log_config(self, config: Mapping[str, Any]) -> None:
@@ -90,6 +90,7 @@ class TableWriter:
             self._rewrite()
         else:
             self._writer.writerow(row)
+        assert self._file is not None  # opened by _rewrite with the writer
         self._file.flush()
 
     def _rewrite(self) -> None:
@@ -152,7 +153,8 @@ class WandbTracker:
             project=project,
             name=run_name,
             dir=str(run_dir),
-            mode=mode or os.environ.get("WANDB_MODE", "offline"),
+            # a mode of the user's (or WANDB_MODE), which wandb itself checks against its Literal
+            mode=mode or os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
             reinit="create_new",  # several runs in one process (sweeps) each get their own
         )
 

@@ -68,11 +68,12 @@ def ratio_metrics(
     splits = sign_masks(advantages, mask)
     for s, sel in splits.items():
         vals = ratio[sel]
+        stats: list[torch.Tensor | float]
         if vals.numel():
             q = quantiles(vals, _QUANTILES)
-            stats = (vals.mean(), vals.min(), q[0], q[1], q[2])
+            stats = [vals.mean(), vals.min(), q[0], q[1], q[2]]
         else:
-            stats = (float("nan"),) * 5
+            stats = [float("nan")] * 5
         for key, v in zip(("mean", "min", "p05", "p50", "p95"), stats, strict=True):
             out[f"ratio_{key}_{s}"] = float(v)
     low = ratio <= cfg.sapo_tau

@@ -10,6 +10,7 @@ table columns and figure), all on the ``isdd`` scenario with paired seeds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -137,7 +138,7 @@ def drift_phase(seeds: int = 8) -> Experiment:
     )
 
 
-FAMILY = {
+FAMILY: dict[str, dict[str, Any]] = {
     "grpo": {"objective.name": "grpo"},
     "clip_higher": {"objective.name": "grpo", "objective.eps_high": 0.28},
     "dual_clip": {"objective.name": "dual_clip"},

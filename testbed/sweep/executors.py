@@ -60,7 +60,7 @@ class SubmititExecutor(Executor):
         return self._track(jobs)
 
     def _track(self, jobs: list[Any]) -> list[Future]:
-        futures = [Future() for _ in jobs]
+        futures: list[Future] = [Future() for _ in jobs]
         with self._lock:
             self._pending.extend(zip(jobs, futures, strict=True))
             if self._poller is None or not self._poller.is_alive():
@@ -123,7 +123,7 @@ def submitit_parameters(pairs: Sequence[str]) -> dict[str, Any]:
     import submitit
 
     # name -> type (timeout_min -> int); a private helper, so a submitit without it reads YAML
-    typed = getattr(submitit.AutoExecutor, "_typed_parameters", dict)()
+    typed: dict[str, Any] = getattr(submitit.AutoExecutor, "_typed_parameters", dict)()
     out = {}
     for key, text in parse_overrides(pairs, "--slurm").items():
         tp = typed.get(key)
