@@ -18,7 +18,9 @@ class TextRetriever(Protocol):
     """What the text search task reads: doc ids per query (-1 pads a short list) and their texts."""
 
     top_k: int
-    texts: Sequence[str]
+
+    @property
+    def texts(self) -> Sequence[str]: ...
 
     def search(self, queries: Sequence[str], k: int | None = None) -> np.ndarray: ...
 

@@ -149,7 +149,7 @@ class _SearchVectorEnv(VectorEnv):
             rows = np.flatnonzero(ended)
             final_obs = np.full(self.num_envs, None, dtype=object)
             for i in rows:
-                final_obs[i] = self._single_obs(i)
+                final_obs[i] = self._single_obs(int(i))
             extra = {"final_obs": final_obs, "_final_obs": ended.copy()}
             extra.update(final_info=self._info(ended), _final_info=ended.copy())
             self._reset_rows(rows, self._draw(rows, {}))

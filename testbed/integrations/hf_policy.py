@@ -25,7 +25,8 @@ class HFPolicy(nn.Module):
         super().__init__()
         self.model = model
         # transformers 5.2x renamed past_key_values to cache (argument and output); accept both
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # a peft model's method, which nn.Module.__getattr__'s stub types as a Tensor or Module
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
         self._cache = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     @property
@@ -55,7 +56,8 @@ def load_model(path: str, device: str | torch.device = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
+    # transformers' stub of the model's .to (a decorated method) takes the model as the argument
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 

@@ -210,7 +210,7 @@ class RetrievalServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/retrieve"
+        return f"http://{host!s}:{port}/retrieve"  # an AF_INET address: host is a str
 
     def answer(self, request: Any) -> dict[str, Any]:
         """The response to one ``/retrieve`` request body, or ``_BadRequest`` naming the bad field."""

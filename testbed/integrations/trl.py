@@ -34,10 +34,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
 from testbed.config import ConfigError
-from testbed.objectives import ObjectiveConfig, get_objective
+from testbed.objectives import Objective, ObjectiveConfig, get_objective
 
 PREFIX = "testbed_"
 # loss_type -> our aggregation; normalisation across micro-batches is applied in _compute_loss.
@@ -161,6 +161,8 @@ def trl_objective_config(
 
 
 class TestbedGRPOTrainer(GRPOTrainer):
+    args: GRPOConfig  # what GRPOTrainer holds, seen by the stubs as Trainer's TrainingArguments
+
     def __init__(
         self,
         *args: Any,
@@ -178,10 +180,11 @@ class TestbedGRPOTrainer(GRPOTrainer):
         get_objective(name)
         super().__init__(*args, **kwargs)
         self.objective_config = trl_objective_config(name, self.args, objective_kwargs)
-        self.objective = get_objective(name)
+        self.objective: Objective = get_objective(name)
         on_policy = (
             self.args.num_iterations == 1
-            and self.args.steps_per_generation <= self.args.gradient_accumulation_steps
+            # Optional in GRPOConfig's fields, always set by its __post_init__
+            and self.args.steps_per_generation <= self.args.gradient_accumulation_steps  # type: ignore[operator]
         )
         if name in NEEDS_OFF_POLICY and on_policy and not self.args.use_vllm:
             warnings.warn(
@@ -210,7 +213,7 @@ class TestbedGRPOTrainer(GRPOTrainer):
         loss, metrics = self.objective(
             logps, old, inputs["advantages"], mask, ref, self.objective_config, rollout_log_probs=rollout
         )
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self.model.training else "eval"  # type: ignore[union-attr]  # set by Trainer.__init__
         if self.loss_type in WINDOW_NORMALISED:
             # TRL: token sum / the tokens of the accumulation window, not / this micro-batch's tokens
             normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
