@@ -25,8 +25,14 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario(
             "isdd",
-            "procedural search task; GRPO learns, then collapses from off-policy minibatch drift",
-            {"trainer.lr": 0.003, "trainer.minibatches": 4, "trainer.n_updates": 80},
+            "procedural search task, lr 3e-3, 6 optimizer steps per rollout batch: GRPO collapses "
+            "from off-policy minibatch drift (its on-policy control does not)",
+            {
+                "trainer.lr": 0.003,
+                "trainer.minibatches": 6,
+                "trainer.n_updates": 100,
+                "trainer.eval_every": 10,
+            },
             {"trainer.minibatches": 1},
         ),
         Scenario(

@@ -21,7 +21,7 @@ import pandas as pd
 import seaborn as sns
 
 from testbed.scenarios import get_scenario
-from testbed.studies.compare import compare_experiment, curves
+from testbed.studies.compare import curves
 from testbed.sweep.experiment import Experiment
 from testbed.sweep.spec import SweepSpec
 
@@ -35,7 +35,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 def _baselines_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
-    curves(rows, path)
+    curves(rows, path, hue="part")
 
 
 def _grid_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
@@ -87,13 +87,21 @@ def _family_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> N
 
 
 def isdd_baselines(seeds: int = 32) -> Experiment:
-    exp = compare_experiment(("grpo", "sapo", "llds", "tis"), tuple(range(seeds)), "isdd")
+    """GRPO, SAPO, LLDS, TIS on the scenario, and GRPO on its control (the drift source removed)."""
+    s = tuple(range(seeds))
+    scenario = get_scenario("isdd")
+    parts = {
+        o: SweepSpec(base={**SCENARIO, "objective.name": o}, seeds=s) for o in ("grpo", "sapo", "llds", "tis")
+    }
+    parts["grpo_control"] = SweepSpec(
+        base={**SCENARIO, **scenario.control, "objective.name": "grpo"}, seeds=s
+    )
     return Experiment(
         name="isdd_baselines",
-        parts=exp.parts,
-        description="GRPO, SAPO, LLDS and TIS on the isdd scenario, paired seeds",
-        columns=exp.columns,
-        reference=exp.reference,
+        parts=parts,
+        description="GRPO, SAPO, LLDS and TIS on the isdd scenario, and GRPO on its control, paired seeds",
+        columns=("part",),
+        reference={"part": "grpo"},
         figure=_baselines_figure,
     )
 

@@ -64,7 +64,7 @@ def curves(
             ax.plot(g["update"], g["value"], color=palette[label], lw=0.4, alpha=0.25)
     grid.set_titles("{col_name}")
     grid.set_axis_labels("update (rollout batch)", "")
-    grid.legend.set_title("objective" if hue == "objective.name" else hue)
+    grid.legend.set_title("objective" if hue in ("objective.name", "part") else hue)
     grid.savefig(path.with_suffix(".png"), dpi=110)
     grid.savefig(path.with_suffix(".pdf"))
     plt.close(grid.figure)
