@@ -146,6 +146,35 @@ def drift_phase(seeds: int = 8) -> Experiment:
     )
 
 
+# The settings the isdd scenario was chosen from (paper_figures/scenario_search.md): GRPO under
+# learning rate x optimizer steps per rollout batch, and the on-policy controls.
+SEARCH: dict[str, dict[str, Any]] = {
+    "lr3e-3_mb8_u80": {"trainer.lr": 0.003, "trainer.minibatches": 8, "trainer.n_updates": 80},
+    "lr2e-3_mb8_u80": {"trainer.lr": 0.002, "trainer.minibatches": 8, "trainer.n_updates": 80},
+    "lr3e-3_mb4_u80": {"trainer.lr": 0.003, "trainer.minibatches": 4, "trainer.n_updates": 80},
+    "lr3e-3_mb6_u100": {"trainer.lr": 0.003, "trainer.minibatches": 6, "trainer.n_updates": 100},
+    "lr4e-3_mb4_u100": {"trainer.lr": 0.004, "trainer.minibatches": 4, "trainer.n_updates": 100},
+    "lr3e-3_mb4_u150": {"trainer.lr": 0.003, "trainer.minibatches": 4, "trainer.n_updates": 150},
+    "control_lr3e-3_mb1_u80": {"trainer.lr": 0.003, "trainer.minibatches": 1, "trainer.n_updates": 80},
+    "control_lr3e-3_mb1_u150": {"trainer.lr": 0.003, "trainer.minibatches": 1, "trainer.n_updates": 150},
+}
+
+
+def scenario_search(seeds: int = 8) -> Experiment:
+    evals = {"trainer.eval_episodes": 256, "trainer.eval_every": 5, "objective.name": "grpo"}
+    return Experiment(
+        name="scenario_search",
+        parts={k: SweepSpec(base={**evals, **v}, seeds=tuple(range(seeds))) for k, v in SEARCH.items()},
+        description="GRPO over drift settings: rise, collapse and onset (the isdd scenario's search)",
+        columns=("part",),
+        figure=_search_figure,
+    )
+
+
+def _search_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
+    curves(rows, path, {"eval_em_sampled": "fresh-episode EM (sampled)", "entropy": "entropy"}, hue="part")
+
+
 FAMILY: dict[str, dict[str, Any]] = {
     "grpo": {"objective.name": "grpo"},
     "clip_higher": {"objective.name": "grpo", "objective.eps_high": 0.28},
