@@ -134,7 +134,8 @@ def _sweep_configs():
     return SweepSpec(base=TINY, grid={"objective.name": ["grpo", "sapo", "cispo"]}, seeds=[0, 1]).configs()
 
 
-@pytest.mark.parametrize("backend", ["local", "submitit", "ray"])
+# Ray's start-up alone takes a minute or more on a busy 2-core machine: its case runs with -m slow.
+@pytest.mark.parametrize("backend", ["local", "submitit", pytest.param("ray", marks=pytest.mark.slow)])
 def test_every_backend_gives_the_same_results(backend: str, tmp_path: Path) -> None:
     if backend == "submitit":
         pytest.importorskip("submitit")
