@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,7 +30,6 @@ from testbed.aggregation import aggregate
 from testbed.batch import Batch
 from testbed.config import check_choice, check_positive, check_range, fail
 from testbed.diagnostics import detect_collapse, isdd_signals, mean_rows
-from testbed.envs import World
 from testbed.objectives import ObjectiveConfig, get_objective
 from testbed.policies import Policy
 from testbed.rollout import Core, MemberCores, PolicyAgent, rollout
@@ -74,6 +74,15 @@ class TrainerConfig:
             fail(self, "minibatches", self.minibatches, "must not exceed questions_per_batch * group_size")
 
 
+class EpisodeSource(Protocol):
+    """Where a run's episode ids come from: training ids drawn with the member's generator, and
+    the fixed evaluation ids (a ``World``; or a QA dataset's training and held-out questions)."""
+
+    def train_ids(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
+
+    def eval_ids(self, n: int) -> np.ndarray: ...
+
+
 @dataclasses.dataclass
 class RunResult:
     rows: list[dict]
@@ -102,15 +111,16 @@ def clip_grad_norm_per_member(params: Sequence[torch.Tensor], max_norm: float, m
 
 
 class Trainer:
-    """The loop over given parts: a policy with one member per ``members`` entry, the world
-    episodes come from, and ``make_core(batch_size, closed_book)`` building one environment core."""
+    """The loop over given parts: a policy with one member per ``members`` entry, where episodes
+    come from (a ``World``, or any ``EpisodeSource``), and ``make_core(batch_size, closed_book)``
+    building one environment core."""
 
     def __init__(
         self,
         tc: TrainerConfig,
         members: Sequence[Member],
         policy: Policy,
-        world: World,
+        world: EpisodeSource,
         make_core: Callable[..., Core],
     ) -> None:
         if policy.members != len(members):

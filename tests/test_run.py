@@ -81,3 +81,20 @@ def test_hf_policy_runs_through_the_one_assembly(tmp_path) -> None:
     assert [r["update"] for r in rows] == [0, 1, 2] and 0 <= summary["final_em"] <= 1
     with pytest.raises(Exception, match=r"task\.world\.kind"):
         build_trainer([tiny(**{"policy.kind": "hf"})])
+
+
+def test_hf_run_on_a_dataset_of_its_own_draws_its_questions() -> None:
+    pytest.importorskip("transformers")
+    from pathlib import Path
+
+    from testbed.integrations.qa_data import load_qa
+
+    data = Path(__file__).parent / "data"
+    qa = load_qa(data / "qa_train.parquet", data / "corpus.jsonl", test=data / "qa_test.jsonl")
+    cfg = tiny(**{"policy.kind": "hf", "task.world.kind": "fixed"})
+    trainer = build_trainer([cfg], qa=qa)
+    assert set(trainer.world.eval_ids(512)) == set(qa.held_out)
+    batch_ids = trainer.world.train_ids(__import__("numpy").random.default_rng(0), 50)
+    assert set(batch_ids) <= set(qa.train)
+    (row,) = trainer.update(trainer.collect())
+    assert "loss" in row

@@ -7,8 +7,11 @@ built from a config (seeded by ``warm_start.seed``) with a tokenizer trained on 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+
+import numpy as np
 
 from testbed.config import ConfigError
 from testbed.envs import World
@@ -21,15 +24,20 @@ from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
 
 def hf_parts(
     cfg, qa: TextQA | None = None, max_obs_len: int = 64, model=None, tokenizer=None
-) -> tuple[HFPolicy, World, Callable[..., TokenSearchBatch]]:
-    """(policy, world, make_core) for a ``RunConfig`` with ``policy.kind="hf"``; ``model`` and
+) -> tuple[HFPolicy, World | QAEpisodes, Callable[..., TokenSearchBatch]]:
+    """(policy, episode source, make_core) for a ``RunConfig`` with ``policy.kind="hf"``: the
+    fixed world's questions, or those of ``qa`` (e.g. ``qa_data.load_qa``) when given; ``model`` and
     ``tokenizer`` given (e.g. a randomly initialised real architecture) replace the config's."""
     if cfg.task.world.kind != "fixed":
         raise ConfigError(
             f"task.world.kind={cfg.task.world.kind!r}: the text task searches one fixed corpus; use 'fixed'"
         )
     world = World(cfg.task.world)
-    qa = qa or TextQA.from_world(world)
+    episodes: World | QAEpisodes = world
+    if qa is None:
+        qa = TextQA.from_world(world)
+    else:  # a dataset of its own: its questions are the episodes
+        episodes = QAEpisodes(qa.train, qa.held_out)
     pc = cfg.policy
     if model is not None:
         if tokenizer is None:
@@ -47,4 +55,18 @@ def hf_parts(
     make_core = functools.partial(
         text_core, task, tokenizer=tokenizer, qa=qa, retriever=retriever, max_obs_len=max_obs_len
     )
-    return HFPolicy(model), world, make_core
+    return HFPolicy(model), episodes, make_core
+
+
+@dataclasses.dataclass(frozen=True)
+class QAEpisodes:
+    """Episode ids of a QA dataset: training questions drawn at random, every held-out one evaluated."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+
+    def train_ids(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.choice(self.train, n)
+
+    def eval_ids(self, n: int) -> np.ndarray:
+        return self.held_out.copy()
