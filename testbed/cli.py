@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     one = sub.add_parser("train", help="one run; prints its summary")
     one.add_argument("--out", type=Path, default=Path("runs/train"))
+    one.add_argument("--model", default=None, help="a local Hugging Face model directory (policy.kind=hf)")
+    one.add_argument("--data", default=None, help="Search-R1 QA file, Parquet or JSONL (task.qa_path)")
+    one.add_argument("--test-data", default=None, help="its held-out questions (task.qa_test_path)")
+    one.add_argument("--corpus", default=None, help="Search-R1 corpus JSONL (task.corpus_path)")
     cfg = sub.add_parser("config", help="print the resolved run config as YAML")
     for p in (cmp_, one, exp, cfg):
         p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
@@ -126,6 +130,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     from_file = config_file(args.config) if args.config else {}
     return {**from_file, **parse_overrides(getattr(args, "set", []))}
+
+
+def _hf_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``train --model/--data/--corpus``: the Hugging Face adapter on a model and data of your own."""
+    fields = {
+        "policy.model_path": args.model,
+        "task.qa_path": args.data,
+        "task.qa_test_path": args.test_data,
+        "task.corpus_path": args.corpus,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        given.update({"policy.kind": "hf", "task.world.kind": "fixed"})
+    return given
 
 
 def _store(root: Path, args: argparse.Namespace):
@@ -222,7 +240,7 @@ def _train(args: argparse.Namespace) -> None:
     from testbed.run import RunConfig
     from testbed.sweep import run_configs
 
-    cfg = with_overrides(RunConfig(), _overrides(args))
+    cfg = with_overrides(RunConfig(), {**_hf_flags(args), **_overrides(args)})
     store = _store(args.out, args)
     key = config_hash(cfg)
     cached = not args.force and store.has(key)

@@ -110,6 +110,8 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
 
         hf_policy, hf_world, hf_make_core = hf_parts(cfg, **hf)
         return Trainer(cfg.trainer, members, hf_policy, hf_world, hf_make_core)
+    if cfg.task.qa_path is not None:
+        raise ConfigError(f"task.qa_path={cfg.task.qa_path!r}: data of your own needs policy.kind='hf'")
     world = World(cfg.task.world)
     make_core = core_factory(cfg, world)
     base = base_policy(

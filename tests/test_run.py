@@ -98,3 +98,20 @@ def test_hf_run_on_a_dataset_of_its_own_draws_its_questions() -> None:
     assert set(batch_ids) <= set(qa.train)
     (row,) = trainer.update(trainer.collect())
     assert "loss" in row
+
+
+def test_train_on_search_r1_files_from_the_command_line(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from pathlib import Path
+
+    from testbed import cli
+
+    data = Path(__file__).parent / "data"
+    argv = ["train", "--out", str(tmp_path), "--data", str(data / "qa_train.parquet")]
+    argv += ["--test-data", str(data / "qa_test.jsonl"), "--corpus", str(data / "corpus.jsonl")]
+    argv += ["--set", *(f"{k}={v}" for k, v in TINY.items() if not k.startswith("task.world"))]
+    cli.main(argv)  # trains one run of the tiny Qwen2 on the files
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 1
+    with pytest.raises(SystemExit) as bad:
+        cli.main(["train", "--out", str(tmp_path), "--set", f"task.qa_path={data / 'qa_train.parquet'}"])
+    assert bad.value.code == 2  # a path without its corpus: one line, exit 2

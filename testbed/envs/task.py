@@ -24,11 +24,19 @@ class TaskConfig:
     reward: str = "em"
     format_penalty: float = 0.0
     require_search: bool = False
+    # Your own data (text task, policy.kind="hf" only): Search-R1 QA files and a corpus.
+    qa_path: str | None = None
+    qa_test_path: str | None = None
+    corpus_path: str | None = None
 
     def __post_init__(self) -> None:
         check_positive(self, "max_turns", "max_len", "max_query_len", "max_answer_len")
         check_range(self, "format_penalty", 0.0, 1.0)
         check_choice(self, "reward", REWARDS)
+        if (self.qa_path is None) != (self.corpus_path is None):
+            fail(self, "qa_path", self.qa_path, "needs corpus_path too (and corpus_path needs qa_path)")
+        if self.qa_test_path is not None and self.qa_path is None:
+            fail(self, "qa_test_path", self.qa_test_path, "needs qa_path")
         # the longest prompt (<bos>, the relations, the entity) plus a shortest answer must fit
         need = self.world.max_hops + 2 + 3
         if self.max_len < need:

@@ -34,6 +34,10 @@ def hf_parts(
         )
     world = World(cfg.task.world)
     episodes: World | QAEpisodes = world
+    if qa is None and cfg.task.qa_path is not None:
+        from testbed.integrations.qa_data import load_qa
+
+        qa = load_qa(cfg.task.qa_path, cfg.task.corpus_path, test=cfg.task.qa_test_path)
     if qa is None:
         qa = TextQA.from_world(world)
     else:  # a dataset of its own: its questions are the episodes
