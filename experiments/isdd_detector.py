@@ -1,0 +1,37 @@
+"""The early-warning detector: which pooled signal crosses its threshold before GRPO's collapse on
+the isdd scenario, by how many updates, and how often it fires on the on-policy control.
+
+Reads the ``isdd_baselines`` study's store (run it first); prints one row per candidate alarm.
+
+    python experiments/isdd_detector.py [--root runs/experiments]
+"""
+
+import argparse
+from pathlib import Path
+
+from testbed.analysis import alarm_table
+from testbed.diagnostics import Alarm
+from testbed.studies import CATALOG
+from testbed.sweep.experiment import run_experiment, store_for
+
+# Thresholds fixed before looking at the scenario's runs: a quarter of the ratio scale, the
+# penalised share SAPO would act on, an entropy floor, a likelihood drop of one nat per response.
+CANDIDATES = [
+    Alarm("pooled_ratio_p05_pos", 0.5, below=True, patience=2),
+    Alarm("pooled_ratio_p05_pos", 0.25, below=True, patience=2),
+    Alarm("pooled_low_ratio_frac_nonneg", 0.2, below=False, patience=2),
+    Alarm("lld_mean_nonneg", -1.0, below=True, patience=2),
+    Alarm("entropy", 0.3, below=True, patience=2),
+    Alarm("zero_grad_frac_all", 0.9, below=False, patience=2),
+    Alarm("grad_norm", 1.0, below=False, patience=2),
+]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--seeds", type=int, default=32)
+    args = parser.parse_args()
+    exp = CATALOG["isdd_baselines"](args.seeds)
+    results = run_experiment(exp, store_for(exp.name, args.root), progress=False)
+    table = alarm_table(results.rows, results.summaries, CANDIDATES, "grpo", "grpo_control")
+    print(table.to_markdown(index=False))
