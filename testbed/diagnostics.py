@@ -110,6 +110,10 @@ class Alarm:
     below: bool = True
     patience: int = 2
 
+    def __str__(self) -> str:
+        side = "<" if self.below else ">"
+        return f"{self.signal} {side} {self.threshold:g} for {self.patience} updates"
+
     def beyond(self, row: dict[str, float]) -> bool:
         v = row.get(self.signal, float("nan"))
         return not math.isnan(v) and (v < self.threshold if self.below else v > self.threshold)
