@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tiny import tiny
 
 from testbed.config import config_hash, with_overrides
 from testbed.envs import World
@@ -18,23 +19,9 @@ from testbed.run import (
 )
 from testbed.warmstart import demonstrations
 
-TINY = {
-    "task.world.n_entities": "8",
-    "task.max_len": "40",
-    "policy.n_layers": "1",
-    "policy.d_model": "16",
-    "policy.n_heads": "2",
-    "warm_start.steps": "0",
-    "trainer.n_updates": "1",
-    "trainer.questions_per_batch": "2",
-    "trainer.group_size": "4",
-    "trainer.minibatches": "2",
-    "trainer.eval_episodes": "8",
-}
-
 
 def _population() -> list[RunConfig]:
-    base = with_overrides(RunConfig(), TINY)
+    base = tiny(**{"warm_start.steps": "0", "trainer.n_updates": "1", "trainer.eval_episodes": "8"})
     return [with_overrides(base, {"seed": s}) for s in (0, 1)]
 
 

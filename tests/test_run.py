@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import TINY, tiny
 
 from testbed import warmstart
-from testbed.config import with_overrides
-from testbed.run import RunConfig, build_trainer, study_key, train
-
-TINY = {
-    "task.world.n_entities": "8",
-    "task.max_len": "40",
-    "policy.n_layers": "1",
-    "policy.d_model": "16",
-    "policy.n_heads": "2",
-    "warm_start.steps": "10",
-    "warm_start.batch_size": "16",
-    "trainer.n_updates": "2",
-    "trainer.questions_per_batch": "2",
-    "trainer.group_size": "4",
-    "trainer.minibatches": "2",
-    "trainer.eval_every": "1",
-    "trainer.eval_episodes": "16",
-}
-
-
-def tiny(**extra: str) -> RunConfig:
-    return with_overrides(RunConfig(), {**TINY, **extra})
+from testbed.run import build_trainer, study_key, train
 
 
 def test_rl_seeds_share_one_cached_base_policy(tmp_path, monkeypatch) -> None:

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from tiny import tiny
 
 from testbed.advantages import group_advantages
 from testbed.config import ConfigError, with_overrides
@@ -17,27 +18,6 @@ from testbed.metrics import documented
 from testbed.objectives import get_objective, list_objectives
 from testbed.run import RunConfig, build_trainer, flat_config, train
 from testbed.trainer import TrainerConfig
-
-TINY = {
-    "task.world.n_entities": "8",
-    "task.world.n_questions": "16",
-    "task.max_len": "40",
-    "policy.n_layers": "1",
-    "policy.d_model": "16",
-    "policy.n_heads": "2",
-    "warm_start.steps": "10",
-    "warm_start.batch_size": "16",
-    "trainer.n_updates": "2",
-    "trainer.questions_per_batch": "2",
-    "trainer.group_size": "4",
-    "trainer.minibatches": "2",
-    "trainer.eval_every": "1",
-    "trainer.eval_episodes": "16",
-}
-
-
-def tiny(**extra: str) -> RunConfig:
-    return with_overrides(RunConfig(), {**TINY, **extra})
 
 
 @pytest.mark.parametrize("name", list_objectives())
