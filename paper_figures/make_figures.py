@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: each study's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -43,7 +44,7 @@ def main() -> None:
         "",
     ]
     for name in args.only:
-        exp = CATALOG[name]()
+        exp = CATALOG[name](args.seeds) if args.seeds else CATALOG[name]()
         results = run_experiment(
             exp, store_for(name, args.root, args.smoke), args.smoke, workers=args.workers
         )
