@@ -1,7 +1,8 @@
 """The early-warning detector: which pooled signal crosses its threshold before GRPO's collapse on
 the isdd scenario, by how many updates, and how often it fires on the on-policy control.
 
-Reads the ``isdd_baselines`` study's store (run it first); prints one row per candidate alarm.
+Reads the runs the ``isdd_baselines`` study's store holds (run it first; nothing is trained
+here); prints one row per candidate alarm.
 
     python experiments/isdd_detector.py [--root runs/experiments]
 """
@@ -32,6 +33,6 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, default=32)
     args = parser.parse_args()
     exp = CATALOG["isdd_baselines"](args.seeds)
-    results = run_experiment(exp, store_for(exp.name, args.root), progress=False)
+    results = run_experiment(exp, store_for(exp.name, args.root), only_stored=True)
     table = alarm_table(results.rows, results.summaries, CANDIDATES, "grpo", "grpo_control")
     print(table.to_markdown(index=False))

@@ -135,5 +135,8 @@ class Alarm:
         return None
 
 
-# The default early warning (the ``isdd_alarm`` column); chosen in experiments/isdd_detector.py.
-ALARM = Alarm("pooled_ratio_p05_pos", 0.5, below=True, patience=2)
+# The default early warning (the ``isdd_alarm`` column), chosen by experiments/isdd_detector.py on
+# the isdd scenario (16 seeds): the likelihood of A >= 0 responses falling by more than one nat per
+# update fired before 8 of 10 GRPO collapses, a median 44 updates ahead, and on 0 of 16 on-policy
+# controls; the ratio-based alarms never fired (the 5th percentile of A > 0 ratios stayed near 0.9).
+ALARM = Alarm("lld_mean_nonneg", -1.0, below=True, patience=2)

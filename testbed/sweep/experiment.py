@@ -89,14 +89,19 @@ def run_experiment(
     workers: int | None = None,
     progress: bool = True,
     force: bool = False,
+    only_stored: bool = False,
 ) -> Results:
-    """Run (or resume) every part into ``store``; return its rows, summaries and summary table."""
+    """Run (or resume) every part into ``store``; return its rows, summaries and summary table.
+    ``only_stored``: run nothing, and read the runs the store holds (the others are left out)."""
     labelled = [(label, cfg) for label, spec in exp.at_size(smoke).items() for cfg in spec.configs()]
-    executor = make_executor(backend, workers)
-    try:
-        run_configs([c for _, c in labelled], store, executor, progress=progress, force=force)
-    finally:
-        executor.shutdown()
+    if only_stored:
+        labelled = [(label, cfg) for label, cfg in labelled if store.has(config_hash(cfg))]
+    else:
+        executor = make_executor(backend, workers)
+        try:
+            run_configs([c for _, c in labelled], store, executor, progress=progress, force=force)
+        finally:
+            executor.shutdown()
     keys = [config_hash(c) for _, c in labelled]
     parts = dict(zip(keys, (label for label, _ in labelled), strict=True))
     summaries = store.summaries(keys)
