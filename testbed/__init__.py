@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-import testbed.envs  # noqa: E402,F401  (registers testbed/SearchTokens-v0 and testbed/SearchTabular-v0)
+import testbed.envs  # noqa: F401  (registers testbed/SearchTokens-v0 and testbed/SearchTabular-v0)

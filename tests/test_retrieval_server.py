@@ -105,7 +105,7 @@ def test_text_task_renders_what_the_server_returned(server) -> None:
     from test_qa_data import scripted_episode
 
     from testbed.envs import TaskConfig
-    from testbed.integrations.text_task import text_core, corpus_words, text_task_config
+    from testbed.integrations.text_task import corpus_words, text_core, text_task_config
     from testbed.integrations.tiny import train_tokenizer
 
     qa = load_qa(DATA / "qa_train.parquet", DATA / "corpus.jsonl", test=DATA / "qa_test.jsonl")

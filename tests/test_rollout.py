@@ -1,0 +1,77 @@
+"""The episode driver: scripted agents' ceiling and floor, the closed-book probe, and one layout
+for every agent (a demonstration is laid out as a policy's rollout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, WorldConfig
+from testbed.envs.agents import RandomAgent, TabularOracle, TokenOracle
+from testbed.rollout import rollout
+
+
+def _core(grain: str, task: TaskConfig, n: int, **kw):
+    return (TokenSearchBatch if grain == "token" else TabularSearchBatch)(task, n, **kw)
+
+
+@pytest.mark.parametrize("grain", ["token", "tabular"])
+@pytest.mark.parametrize("kind", ["procedural", "fixed"])
+def test_oracle_ceiling_and_random_floor(grain: str, kind: str) -> None:
+    task = TaskConfig(world=WorldConfig(kind=kind))
+    rng = np.random.default_rng(0)
+    core = _core(grain, task, 96)
+    eps = core.world.train_ids(rng, 96)
+    oracle = TokenOracle if grain == "token" else TabularOracle
+    best = rollout(oracle(0.0, rng), core, eps, np.arange(96), rng).rewards
+    worst = rollout(RandomAgent(grain, rng), core, eps, np.arange(96), rng).rewards
+    assert best.mean() == 1.0
+    assert worst.mean() < 0.1
+
+
+@pytest.mark.parametrize("grain", ["token", "tabular"])
+def test_closed_book_oracle_is_at_chance(grain: str) -> None:
+    """Random documents instead of retrieval: the oracle can only guess (procedural worlds)."""
+    rng = np.random.default_rng(0)
+    core = _core(grain, TaskConfig(), 2000, closed_book=True)
+    oracle = TokenOracle if grain == "token" else TabularOracle
+    em = rollout(oracle(0.0, rng), core, core.world.eval_ids(2000), np.arange(2000), rng).rewards.mean()
+    assert em < 3 / 24
+
+
+def test_demonstrations_have_the_layout_of_a_policy_rollout() -> None:
+    """One driver for every agent: a policy replaying an oracle's tokens lays them out identically."""
+    import torch
+
+    from testbed.policies import TransformerPolicy
+    from testbed.rollout import PolicyAgent
+    from testbed.warmstart import demonstrations
+
+    task = TaskConfig()
+    core = TokenSearchBatch(task, 8)
+    eps = core.world.train_ids(np.random.default_rng(1), 8)
+    demo = rollout(
+        TokenOracle(0.25, np.random.default_rng(3)), core, eps, np.arange(8), np.random.default_rng(2)
+    )
+    assert demonstrations(core, eps, 0.25, np.random.default_rng(2)).tokens.shape[0] == 8
+
+    class Replay(PolicyAgent):  # proposes the demonstration's token at each position
+        def begin(self, core):
+            self.pos = 0
+
+        def propose(self, inputs):
+            self.pos += 1
+            tok = (
+                demo.tokens[:, self.pos]
+                if self.pos < demo.tokens.shape[1]
+                else torch.zeros(8, dtype=torch.long)
+            )
+            return tok, torch.zeros(8)
+
+    policy = TransformerPolicy(core.vocab.size, core.capacity, 1, 8, 2)
+    replay = rollout(Replay(policy, torch.Generator()), core, eps, np.arange(8), np.random.default_rng(2))
+    for field in ("tokens", "mask", "rewards", "searches", "segment"):
+        assert torch.equal(getattr(replay, field), getattr(demo, field)), field
+    assert (
+        (demo.segment[demo.mask == 0] == 0).all() and (demo.segment == 1).any() and (demo.segment == 2).any()
+    )
