@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     swp.add_argument("--out", type=Path, default=Path("runs/sweep"))
     swp.add_argument("--backend", choices=["local", "submitit", "ray"], default="local")
     swp.add_argument("--workers", type=_count, default=None, help="local processes or Ray CPUs")
+    swp.add_argument(
+        "--population", type=_count, default=16, help="runs trained together in one process (1: one each)"
+    )
     swp.add_argument("--ray-address", default=None, help="'auto' or host:port; none starts Ray locally")
     swp.add_argument("--submitit-cluster", default=None, help="slurm (default when available), local, debug")
     swp.add_argument(
@@ -228,7 +231,7 @@ def _sweep(args: argparse.Namespace) -> None:
         **params,
     )
     try:
-        keys = run_configs(configs, store, executor, force=args.force)
+        keys = run_configs(configs, store, executor, force=args.force, population=args.population)
     finally:
         executor.shutdown()
     print(f"{len(set(keys))} runs in {args.out}/runs")

@@ -163,7 +163,8 @@ def test_sigkill_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path) ->
         "--seeds",
         "2",
     ]
-    cmd = [sys.executable, "-m", "testbed.cli", "sweep", *grid, "--workers", "1"]
+    # one run per process, so that runs finish one by one (a population is stored all at once)
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", *grid, "--workers", "1", "--population", "1"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
