@@ -140,18 +140,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def flat_config(cfg: RunConfig) -> dict[str, object]:
-    """The run's config as dotted columns (``objective.sapo_tau`` ...), for tidy result tables."""
-    out: dict[str, object] = {}
-
-    def walk(prefix: str, node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = node if not isinstance(node, list | tuple) else str(tuple(node))
-
-    walk("", to_dict(cfg))
-    return out
+    """The run's config as dotted columns (``objective.sapo_tau`` ...), for tidy result tables;
+    tuples as text, so that every column holds scalars."""
+    return {k: str(tuple(v)) if isinstance(v, list | tuple) else v for k, v in flatten(to_dict(cfg)).items()}
 
 
 def summarise(cfg: RunConfig, result: RunResult) -> tuple[list[dict], dict]:

@@ -141,6 +141,17 @@ def _attr(special: str) -> str:
     )
 
 
+def _follow_chain(facts: np.ndarray, start: np.ndarray, chain: np.ndarray) -> np.ndarray:
+    """Where each row's relation chain (-1 past its hops) leads from its start, in its own world
+    ``facts[row]``: the answer of its question."""
+    answer = start.copy()
+    rows = np.arange(len(start))
+    for h in range(chain.shape[1]):
+        live = chain[:, h] >= 0
+        answer[live] = facts[rows[live], answer[live], chain[live, h]]
+    return answer
+
+
 @dataclasses.dataclass
 class Episodes:
     """The worlds and questions of B episodes (rows may repeat: a GRPO group shares its episode).
@@ -179,7 +190,7 @@ class World:
         self.docs = np.stack(  # [n_docs, 3] = (subject, relation, object) of the fixed world
             [np.repeat(np.arange(n_e), n_r), np.tile(np.arange(n_r), n_e), self.facts.reshape(-1)], axis=1
         )
-        self.questions = self._draw_questions(rng, config.n_questions, self.facts[None])
+        self.questions = self._draw_questions(rng, config.n_questions)
         n_held = round(config.held_out_frac * config.n_questions)
         self.held_out = np.arange(config.n_questions - n_held, config.n_questions)
         self.train = np.arange(config.n_questions - n_held)
@@ -193,19 +204,15 @@ class World:
         n_e, n_r = self.config.n_entities, self.config.n_relations
         return (np.arange(n_e)[:, None] + rng.integers(1, n_e, size=(n_e, n_r))) % n_e
 
-    def _draw_questions(self, rng: np.random.Generator, n: int, facts: np.ndarray) -> dict[str, np.ndarray]:
-        """``n`` questions; question i is asked in world ``facts[i]`` (or ``facts[0]`` for all)."""
+    def _draw_questions(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """``n`` questions of the fixed world."""
         cfg = self.config
         p = np.asarray(cfg.hop_weights, dtype=float)
         hops = rng.choice(np.arange(1, cfg.max_hops + 1), size=n, p=p / p.sum())
         start = rng.integers(0, cfg.n_entities, size=n)
         chain = rng.integers(0, cfg.n_relations, size=(n, cfg.max_hops))
         chain[np.arange(cfg.max_hops)[None, :] >= hops[:, None]] = -1
-        answer = start.copy()
-        rows = np.arange(n) if len(facts) == n else np.zeros(n, dtype=np.int64)
-        for h in range(cfg.max_hops):
-            live = chain[:, h] >= 0
-            answer[live] = facts[rows[live], answer[live], chain[live, h]]
+        answer = _follow_chain(np.broadcast_to(self.facts, (n, *self.facts.shape)), start, chain)
         return {"hops": hops, "start": start, "chain": chain, "answer": answer}
 
     # -- episodes --------------------------------------------------------------------------------
@@ -234,11 +241,7 @@ class World:
         start = (u[:, n_e * n_r + 1] * n_e).astype(np.int64)
         chain = (u[:, n_e * n_r + 2 :] * n_r).astype(np.int64)
         chain[np.arange(h)[None, :] >= hops[:, None]] = -1
-        answer = start.copy()
-        rows = np.arange(len(unique))
-        for step in range(h):
-            live = chain[:, step] >= 0
-            answer[live] = facts[rows[live], answer[live], chain[live, step]]
+        answer = _follow_chain(facts, start, chain)
         return Episodes(ids, facts[inverse], start[inverse], chain[inverse], hops[inverse], answer[inverse])
 
     def _uniforms(self, episodes: np.ndarray, n: int) -> np.ndarray:
