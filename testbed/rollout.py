@@ -149,8 +149,9 @@ def rollout(
     """One episode per row on ``episodes`` (ids repeat G times for GRPO groups); ``rng`` drives the
     environment (retrieval noise): one generator, or one per member for ``MemberCores``.
 
-    A single core's batch is cut after its last written position; a population's keeps the whole
-    capacity, so that one member's episode lengths never change another's tensor shapes.
+    A single core's batch (warm-start demonstrations, scripted agents) is cut after its last
+    written position; a ``MemberCores`` batch (every trainer's, a single run's included) keeps the
+    whole capacity, so that one member's episode lengths never change another's tensor shapes.
     """
     if core.grain == "tabular":
         return _rollout_tabular(agent, core, episodes, group_ids, rng)
