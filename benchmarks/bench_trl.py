@@ -20,7 +20,7 @@ import torch
 from testbed.config import with_overrides
 from testbed.envs import World, WorldConfig
 from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
+from testbed.integrations.tiny import qwen2_model, train_tokenizer
 from testbed.run import RunConfig, build_trainer
 
 
@@ -37,7 +37,7 @@ def ours(tokenizer, qa: TextQA, steps: int, completions: int, length: int) -> fl
             "policy.kind": "hf",
         },
     )
-    trainer = build_trainer([cfg], qa=qa, model=tiny_qwen2(len(tokenizer)), tokenizer=tokenizer)
+    trainer = build_trainer([cfg], qa=qa, model=qwen2_model(len(tokenizer)), tokenizer=tokenizer)
     trainer.update(trainer.collect())  # warm-up
     tokens, start = 0, time.perf_counter()
     for _ in range(steps):
@@ -76,7 +76,7 @@ def trl(tokenizer, qa: TextQA, steps: int, completions: int, length: int) -> flo
         )
         data = Dataset.from_dict({"prompt": qa.questions[: completions * (steps + 1)]})
         trainer = TestbedGRPOTrainer(
-            model=tiny_qwen2(len(tokenizer)),
+            model=qwen2_model(len(tokenizer)),
             reward_funcs=reward,
             args=args,
             train_dataset=data,

@@ -262,9 +262,19 @@ def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
     return from_dict(type(cfg), data)
 
 
+def added_field(default: Any) -> Any:
+    """A config field added after runs were stored: left out of ``config_hash`` while it holds
+    ``default``, so every stored run (and cached base policy) keeps its key."""
+    return dataclasses.field(default=default, metadata={"keyed_when_set": True})
+
+
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_dict(obj)
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("keyed_when_set") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
     return obj

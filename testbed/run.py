@@ -27,7 +27,7 @@ from testbed.config import ConfigError, check_seed, config_hash, from_dict, to_d
 from testbed.diagnostics import ALARM
 from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
 from testbed.objectives import ObjectiveConfig
-from testbed.policies import Policy, PolicyConfig, build_policy, population_state
+from testbed.policies import POPULATION_KINDS, Policy, PolicyConfig, build_policy, population_state
 from testbed.tracking import Trackers, flatten, make_tracker
 from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
 from testbed.warmstart import WarmStartConfig, base_policy
@@ -84,7 +84,8 @@ def split_populations(
         groups.setdefault(study_key(cfg), []).append(cfg)
     out: list[list[RunConfig]] = []
     for group in groups.values():
-        n = max(-(-len(group) // max_members), min(min_populations, len(group)))
+        most = max_members if group[0].policy.kind in POPULATION_KINDS else 1
+        n = max(-(-len(group) // most), min(min_populations, len(group)))
         out.extend(list(part) for part in np.array_split(np.array(group, dtype=object), n))
     return out
 
@@ -121,6 +122,10 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
         key={"task": cfg.task, "policy": cfg.policy},
         cache_dir=cache_dir,
     )
+    if cfg.policy.kind not in POPULATION_KINDS:
+        if len(cfgs) != 1:
+            raise ConfigError(f"policy.kind={cfg.policy.kind!r}: no member dimension; one run at a time")
+        return Trainer(cfg.trainer, members, base, world, make_core)
     policy = build_policy(cfg.policy, make_core(1), members=len(cfgs))
     policy.load_state_dict(population_state(base.state_dict(), len(cfgs)))
     return Trainer(cfg.trainer, members, policy, world, make_core)
@@ -264,8 +269,10 @@ def train_population(
     ``save``, its trained and base weights (``policy.pt``, read by ``load_policy``)."""
     if (track or save) and runs_dir is None:
         raise ConfigError("track and save need runs_dir, the folder the runs' files go to")
-    if save and cfgs and cfgs[0].policy.kind == "hf":
-        raise ConfigError("save: policy.kind='hf' policies are saved with the model's save_pretrained")
+    if save and cfgs and cfgs[0].policy.kind not in POPULATION_KINDS:
+        raise ConfigError(
+            f"save: policy.kind={cfgs[0].policy.kind!r} models are saved with their save_pretrained"
+        )
     with torch_threads(threads), _trackers(cfgs, track, runs_dir) as trackers:
         trainer = build_trainer(cfgs, cache_dir)
         base = member_state(trainer.policy.state_dict(), 0) if save else {}  # every member starts here

@@ -15,7 +15,7 @@ from testbed.config import ConfigError
 from testbed.envs import World, WorldConfig
 from testbed.integrations import trl as plugin
 from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
+from testbed.integrations.tiny import qwen2_model, train_tokenizer
 from testbed.objectives import ObjectiveConfig, get_objective
 
 
@@ -53,7 +53,7 @@ def _trl_trainer(tokenizer, tmp_path, objective="testbed_sapo", objective_kwargs
 
     torch.manual_seed(0)
     trainer = plugin.TestbedGRPOTrainer(
-        model=tiny_qwen2(len(tokenizer)),
+        model=qwen2_model(len(tokenizer)),
         reward_funcs=reward,
         args=GRPOConfig(**settings),
         train_dataset=data,

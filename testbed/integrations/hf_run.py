@@ -19,7 +19,7 @@ from testbed.envs.bm25 import BM25Retriever
 from testbed.envs.tokens import TokenSearchBatch
 from testbed.integrations.hf_policy import HFPolicy, add_lora, load_model
 from testbed.integrations.text_task import TextQA, add_tags, corpus_words, text_core, text_task_config
-from testbed.integrations.tiny import tiny_qwen2, train_tokenizer
+from testbed.integrations.tiny import qwen2_model, train_tokenizer
 
 
 def hf_parts(
@@ -50,7 +50,7 @@ def hf_parts(
         model, tokenizer = load_model(pc.model_path, pc.device)
     else:
         tokenizer = train_tokenizer(corpus_words(qa))
-        model = tiny_qwen2(len(tokenizer), seed=cfg.warm_start.seed).to(pc.device)
+        model = qwen2_model(len(tokenizer), seed=cfg.warm_start.seed).to(pc.device)
     add_tags(tokenizer, model)
     if pc.lora:
         model = add_lora(model)

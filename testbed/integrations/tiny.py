@@ -1,5 +1,6 @@
 """Offline stand-ins for real weights: a word-level tokenizer trained on the task's own text and
-a small Qwen2-style model built from a config (as TRL and transformers build theirs for tests)."""
+Qwen2-architecture models built from a config (as TRL and transformers build theirs for tests),
+from the tests' tiny one to the scale ladder's rungs."""
 
 from __future__ import annotations
 
@@ -24,20 +25,30 @@ def train_tokenizer(texts: Sequence[str]):
     return fast
 
 
-def tiny_qwen2(
-    vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 4, max_len: int = 512, seed: int = 0
+def qwen2_model(
+    vocab_size: int,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    max_len: int = 512,
+    seed: int | None = 0,
+    mlp_ratio: int = 2,
 ):
+    """A randomly initialised ``Qwen2ForCausalLM`` (grouped-query attention with half as many KV
+    heads as query heads where ``heads`` is even; tied embeddings), seeded by ``seed`` (None: the
+    caller has seeded torch)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     cfg = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=mlp_ratio * hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+        num_key_value_heads=heads // 2 if heads % 2 == 0 else heads,
         max_position_embeddings=max_len,
         tie_word_embeddings=True,
     )

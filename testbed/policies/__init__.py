@@ -2,7 +2,10 @@
 
 Add a policy: a module here implementing ``Policy`` (``grain``, ``members``, ``start``,
 ``next_logits``, ``score``), a ``kind`` in ``PolicyConfig`` and a branch in ``build_policy``. The
-Hugging Face policy (``kind="hf"``) lives in ``testbed.integrations`` and is built by ``testbed.run``.
+Hugging Face policy (``kind="hf"``: a model on the text task) lives in ``testbed.integrations`` and
+is built by ``testbed.run``; ``kind="qwen2"`` is a Qwen2-architecture causal LM of shape
+(``n_layers``, ``d_model``, ``n_heads``) over the simulated task's own words, behind the same
+Hugging Face adapter (the scale ladder's policies).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from testbed.policies.base import Policy, population_state
 from testbed.policies.tabular import TabularPolicy
 from testbed.policies.transformer import TransformerPolicy
 
-POLICY_KINDS = ("transformer", "tabular", "hf")
+POLICY_KINDS = ("transformer", "tabular", "hf", "qwen2")
+# Kinds with a member dimension: a population of K runs trains as one policy (the others: K = 1).
+POPULATION_KINDS = ("transformer", "tabular")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +57,23 @@ def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch,
         return TransformerPolicy(
             tokens.vocab.size, tokens.capacity, cfg.n_layers, cfg.d_model, cfg.n_heads, members
         )
+    if cfg.kind == "qwen2":
+        if members != 1:
+            raise ValueError(f"policy.kind='qwen2' has no member dimension; asked for {members} members")
+        from testbed.integrations.hf_policy import HFPolicy
+        from testbed.integrations.tiny import qwen2_model
+
+        tokens = cast(TokenSearchBatch, core)
+        model = qwen2_model(
+            tokens.vocab.size, cfg.d_model, cfg.n_layers, cfg.n_heads, tokens.capacity, seed=None, mlp_ratio=4
+        )
+        return cast(Policy, HFPolicy(model.to(cfg.device)))
     raise ValueError(f"policy.kind={cfg.kind!r}: built by testbed.run, not build_policy")
 
 
 __all__ = [
     "POLICY_KINDS",
+    "POPULATION_KINDS",
     "Policy",
     "PolicyConfig",
     "TabularPolicy",

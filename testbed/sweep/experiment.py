@@ -29,6 +29,7 @@ SMOKE = {
     "policy.n_heads": 2,
     "policy.n_layers": 1,
     "warm_start.steps": 5,
+    "warm_start.pretrain_steps": 2,
     "warm_start.batch_size": 8,
     "trainer.n_updates": 2,
     "trainer.questions_per_batch": 2,
@@ -106,7 +107,7 @@ def run_experiment(
     parts = dict(zip(keys, (label for label, _ in labelled), strict=True))
     summaries = store.summaries(keys)
     summaries.insert(0, "part", summaries["run"].map(parts))
-    rows = store.rows(keys)
+    rows = store.rows(keys).copy()  # one block: the inserted column does not fragment it
     rows.insert(0, "part", rows["run"].map(parts))
     return Results(rows, summaries, summary_table(summaries, exp.columns, exp.reference))
 
