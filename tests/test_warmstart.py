@@ -13,7 +13,7 @@ from testbed.run import build_trainer, study_key
 def test_rl_seeds_share_one_cached_base_policy(tmp_path, monkeypatch) -> None:
     calls = []
     real = warmstart.imitate
-    monkeypatch.setattr(warmstart, "imitate", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(warmstart, "imitate", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     a = build_trainer([tiny(seed="0")], tmp_path)
     b = build_trainer([tiny(seed="5")], tmp_path)
     assert len(calls) == 1 and len(list(tmp_path.glob("base-*.pt"))) == 1  # trained once, then read
