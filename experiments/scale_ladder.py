@@ -6,7 +6,8 @@ of growing size, each from a base model of our own, plus the bf16/fp16 rollout m
     python experiments/scale_ladder.py --smoke                                # tiny, checks the script
 
 Per rung: the base model is trained once (cached; all rungs' bases in parallel), then every run
-(seeds x {grpo, sapo}) goes to the worker pool, saved as it finishes. Writes, in --out:
+(rungs x seeds x {grpo, sapo}) goes to one worker pool, each saved as it finishes into one store
+(``--root``/full/ladder: rerunning resumes). Writes, in --out:
 ``ladder.md`` (per rung: device, parameters, seeds, wall times, the paired table, the mismatch),
 ``ladder.csv`` (one row per rung and arm), ``ladder_mismatch.csv`` and ``ladder.png`` / ``.pdf``
 (fresh-episode EM over updates per rung, mean and 95% CI band, thin per-seed lines).
@@ -32,7 +33,7 @@ import torch
 from testbed.run import RunConfig, build_trainer
 from testbed.studies.ladder import RUNGS, ladder, n_parameters, rollout_mismatch
 from testbed.sweep.experiment import Experiment, run_experiment, store_for
-from testbed.sweep.runner import LocalExecutor, default_cache_dir
+from testbed.sweep.runner import LocalExecutor, RunsFailed, default_cache_dir, run_configs
 
 
 def first_config(exp: Experiment, smoke: bool) -> RunConfig:
@@ -83,26 +84,33 @@ def main() -> None:
         jobs: dict[str, Future] = {rung: pool.submit(make_base, cfg, cache) for rung, cfg in firsts.items()}
         base_s = {rung: job.result() for rung, job in jobs.items()}
 
+    # One pool for every rung's runs, the largest rung first (it takes longest), seed by seed, so
+    # that a run cut short by a time limit leaves whole paired seeds behind.
+    store = store_for("ladder", args.root, args.smoke)
+    order = sorted(exps, key=lambda r: -n_parameters(firsts[r]))
+    cfgs = [c for r in order for spec in exps[r].at_size(args.smoke).values() for c in spec.configs()]
+    cfgs.sort(key=lambda c: c.seed)  # stable: the rung order kept within a seed
+    start = time.perf_counter()
+    try:
+        with LocalExecutor(args.workers) as pool:
+            run_configs(cfgs, store, pool, cache, population=1)
+    except RunsFailed as err:  # the others are stored: report them with the failures named
+        print(err, flush=True)
+    wall = time.perf_counter() - start
+
     rows, summaries, tables, mismatch = [], [], [], []
     for rung, exp in exps.items():
-        start = time.perf_counter()
-        results = run_experiment(
-            exp, store_for(exp.name, args.root, args.smoke), args.smoke, workers=args.workers
-        )
-        wall = time.perf_counter() - start
+        results = run_experiment(exp, store, args.smoke, only_stored=True)
         params = n_parameters(firsts[rung]) / 1e6
         extra = {"rung": rung, "params_m": params, "device": args.device}
         rows.append(results.rows.assign(**extra))
         summaries.append(results.summaries.assign(**extra))
         tables.append(
-            results.table.assign(**extra, base_s=round(base_s[rung], 1), runs_wall_s=round(wall, 1))
+            results.table.assign(**extra, base_s=round(base_s[rung], 1), all_runs_wall_s=round(wall))
         )
         for dtype in ("bfloat16", "float16"):
             mismatch.append({**extra, **rollout_mismatch(firsts[rung], dtype, cache)})
-        print(
-            f"rung {rung}: {params:.3g} M parameters, base {base_s[rung]:.0f} s, runs {wall:.0f} s",
-            flush=True,
-        )
+        print(f"rung {rung}: {params:.3g} M parameters, base {base_s[rung]:.0f} s", flush=True)
 
     table, mis = pd.concat(tables), pd.DataFrame(mismatch)
     table.to_csv(args.out / "ladder.csv", index=False)
