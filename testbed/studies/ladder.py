@@ -83,7 +83,7 @@ def n_parameters(cfg: RunConfig) -> int:
     return sum(p.numel() for p in policy.parameters())
 
 
-def rollout_mismatch(cfg: RunConfig, dtype: str, cache_dir: Path | None = None) -> dict[str, float]:
+def rollout_mismatch(cfg: RunConfig, dtype: str, cache_dir: Path | None = None) -> dict[str, Any]:
     """Sample one training batch from a ``dtype`` copy of ``cfg``'s base policy and score it in
     float32, as an inference engine and a trainer do: the per-token log-ratio log pi_fp32 -
     log pi_dtype over written tokens (mean, mean absolute, 99.9th percentile of its absolute value),

@@ -29,7 +29,6 @@ SMOKE = {
     "policy.n_heads": 2,
     "policy.n_layers": 1,
     "warm_start.steps": 5,
-    "warm_start.pretrain_steps": 2,
     "warm_start.batch_size": 8,
     "trainer.n_updates": 2,
     "trainer.questions_per_batch": 2,
