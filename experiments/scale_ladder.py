@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=["0.1m"])
     parser.add_argument("--seeds", type=int, default=4, help="seeds per arm")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the scenario's)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
@@ -77,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir()
-    exps = {rung: ladder(rung, args.seeds, args.device) for rung in args.rungs}
+    exps = {rung: ladder(rung, args.seeds, args.device, args.lr) for rung in args.rungs}
     firsts = {rung: first_config(exp, args.smoke) for rung, exp in exps.items()}
 
     with LocalExecutor(args.workers) as pool:  # every rung's base at once, before any run needs it
@@ -102,7 +103,12 @@ def main() -> None:
     for rung, exp in exps.items():
         results = run_experiment(exp, store, args.smoke, only_stored=True)
         params = n_parameters(firsts[rung]) / 1e6
-        extra = {"rung": rung, "params_m": params, "device": args.device}
+        extra = {
+            "rung": rung,
+            "params_m": params,
+            "device": args.device,
+            "rl_lr": firsts[rung].trainer.lr,
+        }
         rows.append(results.rows.assign(**extra))
         summaries.append(results.summaries.assign(**extra))
         tables.append(

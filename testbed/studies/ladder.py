@@ -63,14 +63,16 @@ def _figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
     curves(rows, path, hue="part")
 
 
-def ladder(rung: str, seeds: int = 4, device: str = "cpu") -> Experiment:
-    """GRPO and SAPO (paper form) on the isdd scenario with rung ``rung``'s Qwen2 policy, paired seeds."""
-    base = rung_overrides(rung, device)
+def ladder(rung: str, seeds: int = 4, device: str = "cpu", lr: float | None = None) -> Experiment:
+    """GRPO and SAPO (paper form) on the isdd scenario with rung ``rung``'s Qwen2 policy, paired
+    seeds; ``lr`` replaces the scenario's RL learning rate (None: unchanged)."""
+    base = rung_overrides(rung, device) | ({"trainer.lr": lr} if lr is not None else {})
     s = tuple(range(seeds))
     return Experiment(
         name=f"ladder_{rung}",
         parts={o: SweepSpec(base={**base, "objective.name": o}, seeds=s) for o in ("grpo", "sapo")},
-        description=f"GRPO and SAPO on the isdd scenario, Qwen2 policy of rung {rung} on {device}",
+        description=f"GRPO and SAPO on the isdd scenario (RL lr {base['trainer.lr']}), Qwen2 policy "
+        f"of rung {rung} on {device}",
         columns=("part",),
         reference={"part": "grpo"},
         figure=_figure,
