@@ -3,6 +3,7 @@
     python paper_figures/make_figures.py                       # documented sizes (hours on 2 cores)
     python paper_figures/make_figures.py --only isdd_baselines # one study
     python paper_figures/make_figures.py --smoke --out /tmp/figs   # tiny, checks the pipeline
+    python paper_figures/make_figures.py --only-stored             # from the runs stored, training none
 
 Each study of ``testbed.studies.CATALOG`` is run (resumably) into ``--root``; its figure (PNG and
 PDF) and its table (95% bootstrap CIs, Wilson intervals, paired tests, Holm-corrected) go to
@@ -32,6 +33,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: each study's)")
+    parser.add_argument(
+        "--only-stored", action="store_true", help="train nothing: draw each study from its stored runs"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -47,8 +51,15 @@ def main() -> None:
     for name in args.only:
         exp = CATALOG[name](args.seeds) if args.seeds else CATALOG[name]()
         results = run_experiment(
-            exp, store_for(name, args.root, args.smoke), args.smoke, workers=args.workers
+            exp,
+            store_for(name, args.root, args.smoke),
+            args.smoke,
+            workers=args.workers,
+            only_stored=args.only_stored,
         )
+        if results.summaries.empty:
+            print(f"{name}: no stored runs, skipped")
+            continue
         exp.figure(results.rows, results.summaries, args.out / name)
         lines += [f"## {exp.description} (`{name}`)", "", f"![]({name}.png)", ""]
         lines += [results.table.to_markdown(index=False, floatfmt=".3g"), ""]

@@ -75,3 +75,11 @@ def test_summary_table_pairs_by_seed() -> None:
     assert row["final EM - ref (paired)"].startswith("+0.2") and row["p final (Wilcoxon)"] < 0.05
     assert row["p collapse (McNemar)"] < 0.05 and row["p final (Holm)"] >= row["p final (Wilcoxon)"]
     assert table.iloc[0]["collapse rate"].startswith("1.00 [")
+
+
+def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
+    from testbed.studies import CATALOG
+    from testbed.sweep.experiment import run_experiment, store_for
+
+    results = run_experiment(CATALOG["family"](), store_for("family", tmp_path), only_stored=True)
+    assert results.summaries.empty and results.rows.empty

@@ -102,6 +102,8 @@ def run_experiment(
             run_configs([c for _, c in labelled], store, executor, progress=progress, force=force)
         finally:
             executor.shutdown()
+    if not labelled:  # only_stored, nothing stored
+        return Results(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     keys = [config_hash(c) for _, c in labelled]
     parts = dict(zip(keys, (label for label, _ in labelled), strict=True))
     summaries = store.summaries(keys)
