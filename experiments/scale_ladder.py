@@ -57,7 +57,8 @@ def ladder_figure(rows: pd.DataFrame, path: Path) -> None:
         for (part, _), g in sub.groupby(["part", "seed"]):
             color = sns.color_palette()[0 if part == "grpo" else 1]
             ax.plot(g["update"], g["eval_em_sampled"], color=color, lw=0.4, alpha=0.3)
-        ax.set_title(f"rung {rung} ({sub['params_m'].iloc[0]:.2g} M parameters)")
+        first = sub.iloc[0]
+        ax.set_title(f"rung {rung} ({first['params_m']:.2g} M parameters), RL lr {first['rl_lr']:g}")
         ax.set_xlabel("update (rollout batch)")
         ax.set_ylabel("fresh-episode EM (sampled)")
     fig.savefig(path.with_suffix(".png"), dpi=110, bbox_inches="tight")
