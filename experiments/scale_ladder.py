@@ -6,8 +6,8 @@ of growing size, each from a base model of our own, plus the bf16/fp16 rollout m
     python experiments/scale_ladder.py --smoke                                # tiny, checks the script
 
 Per rung: the base model is trained once (cached; all rungs' bases in parallel), then every run
-(rungs x seeds x {grpo, sapo}) goes to one worker pool, each saved as it finishes into one store
-(``--root``/full/ladder: rerunning resumes). Writes, in --out:
+(rungs x seeds x {grpo, sapo, grpo on the control}) goes to one worker pool, each saved as it
+finishes into one store (``--root``/full/ladder: rerunning resumes). Writes, in --out:
 ``ladder.md`` (per rung: device, parameters, seeds, wall times, the paired table, the mismatch),
 ``ladder.csv`` (one row per rung and arm), ``ladder_mismatch.csv`` and ``ladder.png`` / ``.pdf``
 (fresh-episode EM over updates per rung, mean and 95% CI band, thin per-seed lines).
@@ -53,10 +53,12 @@ def ladder_figure(rows: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(rungs), figsize=(4.2 * len(rungs), 3.4), squeeze=False, sharey=True)
     for ax, rung in zip(axes[0], rungs, strict=True):
         sub = rows[(rows["rung"] == rung) & rows["eval_em_sampled"].notna()]
-        sns.lineplot(data=sub, x="update", y="eval_em_sampled", hue="part", errorbar=("ci", 95), ax=ax)
+        palette = dict(zip(dict.fromkeys(rows["part"]), sns.color_palette(), strict=False))
+        sns.lineplot(
+            data=sub, x="update", y="eval_em_sampled", hue="part", palette=palette, errorbar=("ci", 95), ax=ax
+        )
         for (part, _), g in sub.groupby(["part", "seed"]):
-            color = sns.color_palette()[0 if part == "grpo" else 1]
-            ax.plot(g["update"], g["eval_em_sampled"], color=color, lw=0.4, alpha=0.3)
+            ax.plot(g["update"], g["eval_em_sampled"], color=palette[part], lw=0.4, alpha=0.3)
         first = sub.iloc[0]
         ax.set_title(f"rung {rung} ({first['params_m']:.2g} M parameters), RL lr {first['rl_lr']:g}")
         ax.set_xlabel("update (rollout batch)")

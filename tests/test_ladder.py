@@ -110,10 +110,12 @@ def test_bf16_rollouts_mismatch_more_than_fp16() -> None:
 def test_ladder_experiment_pairs_grpo_and_sapo_per_rung() -> None:
     exp = ladder("10m", seeds=3, device="cpu")
     parts = exp.at_size(smoke=False)
-    assert set(parts) == {"grpo", "sapo"} and exp.reference == {"part": "grpo"}
+    assert set(parts) == {"grpo", "sapo", "grpo_control"} and exp.reference == {"part": "grpo"}
     cfgs = [c for spec in parts.values() for c in spec.configs()]
     assert {c.seed for c in cfgs} == {0, 1, 2}
-    assert {(c.policy.kind, c.policy.d_model, c.trainer.minibatches) for c in cfgs} == {("qwen2", 288, 6)}
+    steps = {label: {c.trainer.minibatches for c in spec.configs()} for label, spec in parts.items()}
+    assert steps == {"grpo": {6}, "sapo": {6}, "grpo_control": {1}}
+    assert {(c.policy.kind, c.policy.d_model) for c in cfgs} == {("qwen2", 288)}
 
 
 def test_ladder_script_runs_at_smoke_size(tmp_path: Path) -> None:
@@ -123,7 +125,8 @@ def test_ladder_script_runs_at_smoke_size(tmp_path: Path) -> None:
     cmd += ["--root", str(tmp_path), "--out", str(tmp_path / "out")]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     table = pd.read_csv(tmp_path / "out" / "ladder.csv")
-    assert set(table["part"]) == {"grpo", "sapo"} and set(table["rung"]) == {"0.1m"}
+    # at smoke size GRPO and its control coincide (the smoke size sets the minibatches): one part
+    assert {"sapo", "grpo_control"} <= set(table["part"]) and set(table["rung"]) == {"0.1m"}
     mismatch = pd.read_csv(tmp_path / "out" / "ladder_mismatch.csv")
     assert set(mismatch["dtype"]) == {"bfloat16", "float16"}
     assert (tmp_path / "out" / "ladder.png").exists() and (tmp_path / "out" / "ladder.md").exists()

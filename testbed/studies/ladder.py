@@ -64,13 +64,17 @@ def _figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
 
 
 def ladder(rung: str, seeds: int = 4, device: str = "cpu", lr: float | None = None) -> Experiment:
-    """GRPO and SAPO (paper form) on the isdd scenario with rung ``rung``'s Qwen2 policy, paired
-    seeds; ``lr`` replaces the scenario's RL learning rate (None: unchanged)."""
+    """GRPO and SAPO (paper form) on the isdd scenario with rung ``rung``'s Qwen2 policy, and GRPO
+    on the scenario's control (its drift source removed), paired seeds; ``lr`` replaces the
+    scenario's RL learning rate (None: unchanged)."""
     base = rung_overrides(rung, device) | ({"trainer.lr": lr} if lr is not None else {})
     s = tuple(range(seeds))
+    parts = {o: SweepSpec(base={**base, "objective.name": o}, seeds=s) for o in ("grpo", "sapo")}
+    control = {**base, **get_scenario("isdd").control, "objective.name": "grpo"}
+    parts["grpo_control"] = SweepSpec(base=control, seeds=s)
     return Experiment(
         name=f"ladder_{rung}",
-        parts={o: SweepSpec(base={**base, "objective.name": o}, seeds=s) for o in ("grpo", "sapo")},
+        parts=parts,
         description=f"GRPO and SAPO on the isdd scenario (RL lr {base['trainer.lr']}), Qwen2 policy "
         f"of rung {rung} on {device}",
         columns=("part",),
