@@ -91,7 +91,8 @@ def main() -> None:
     # One pool for every rung's runs, the largest rung first (it takes longest), seed by seed, so
     # that a run cut short by a time limit leaves whole paired seeds behind.
     store = store_for("ladder", args.root, args.smoke)
-    order = sorted(exps, key=lambda r: -n_parameters(firsts[r]))
+    params = {rung: n_parameters(cfg) / 1e6 for rung, cfg in firsts.items()}
+    order = sorted(exps, key=lambda r: -params[r])
     cfgs = [c for r in order for spec in exps[r].at_size(args.smoke).values() for c in spec.configs()]
     cfgs.sort(key=lambda c: c.seed)  # stable: the rung order kept within a seed
     start = time.perf_counter()
@@ -105,10 +106,9 @@ def main() -> None:
     rows, summaries, tables, mismatch = [], [], [], []
     for rung, exp in exps.items():
         results = run_experiment(exp, store, args.smoke, only_stored=True)
-        params = n_parameters(firsts[rung]) / 1e6
         extra = {
             "rung": rung,
-            "params_m": params,
+            "params_m": params[rung],
             "device": args.device,
             "rl_lr": firsts[rung].trainer.lr,
         }
@@ -119,7 +119,7 @@ def main() -> None:
         )
         for dtype in ("bfloat16", "float16"):
             mismatch.append({**extra, **rollout_mismatch(firsts[rung], dtype, cache)})
-        print(f"rung {rung}: {params:.3g} M parameters, base {base_s[rung]:.0f} s", flush=True)
+        print(f"rung {rung}: {params[rung]:.3g} M parameters, base {base_s[rung]:.0f} s", flush=True)
 
     table, mis = pd.concat(tables), pd.DataFrame(mismatch)
     table.to_csv(args.out / "ladder.csv", index=False)

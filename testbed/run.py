@@ -104,9 +104,9 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
     check_population(cfgs)
     cfg = cfgs[0]
     members = [Member(c.seed, c.objective) for c in cfgs]
+    if cfg.policy.kind not in POPULATION_KINDS and len(cfgs) != 1:
+        raise ConfigError(f"policy.kind={cfg.policy.kind!r}: no member dimension; one run at a time")
     if cfg.policy.kind == "hf":
-        if len(cfgs) != 1:
-            raise ConfigError("policy.kind='hf': a Hugging Face policy trains one run at a time")
         from testbed.integrations.hf_run import hf_parts
 
         hf_policy, hf_world, hf_make_core = hf_parts(cfg, **hf)
@@ -122,9 +122,7 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
         key={"task": cfg.task, "policy": cfg.policy},
         cache_dir=cache_dir,
     )
-    if cfg.policy.kind not in POPULATION_KINDS:
-        if len(cfgs) != 1:
-            raise ConfigError(f"policy.kind={cfg.policy.kind!r}: no member dimension; one run at a time")
+    if cfg.policy.kind not in POPULATION_KINDS:  # the base itself is the run's policy
         return Trainer(cfg.trainer, members, base, world, make_core)
     policy = build_policy(cfg.policy, make_core(1), members=len(cfgs))
     policy.load_state_dict(population_state(base.state_dict(), len(cfgs)))
