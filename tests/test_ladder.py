@@ -75,11 +75,13 @@ def test_pretraining_marks_every_transcript_token_after_the_first() -> None:
 
 
 def test_pretraining_changes_the_base_and_needs_the_token_grain() -> None:
-    def weights(steps: str) -> torch.Tensor:
-        trainer = build_trainer([qwen2(**{"warm_start.pretrain_steps": steps})])
+    def weights(pretrain: str, steps: str) -> torch.Tensor:
+        cfg = qwen2(**{"warm_start.pretrain_steps": pretrain, "warm_start.steps": steps})
+        trainer = build_trainer([cfg])
         return torch.cat([p.detach().flatten() for p in trainer.policy.parameters()])
 
-    assert not torch.equal(weights("3"), weights("0"))
+    # the same demonstrations and step count: only what the loss covers differs
+    assert not torch.equal(weights("3", "2"), weights("0", "5"))
     with pytest.raises(ConfigError, match="pretrain_steps"):
         build_trainer([tiny(**{"policy.kind": "tabular", "warm_start.pretrain_steps": "2"})])
 
