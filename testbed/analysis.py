@@ -9,6 +9,7 @@ single seeds (a seed's numbers change with the CPU's kernel path).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -175,3 +176,72 @@ def bootstrap_ci_median(
         return (float(x[0]), float(x[0])) if len(x) else (float("nan"), float("nan"))
     res = stats.bootstrap((x,), np.median, confidence_level=confidence, method="percentile", rng=seed)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioCriteria:
+    """What makes a scenario show ISDD (issue: the ISDD scenario), over seeds of the collapsing
+    part and of its control: the median per-seed rise of fresh-episode EM above the base before the
+    peak (``peak_em - warm_em``) at least ``rise``; a collapse rate at least ``collapse_rate``; a
+    median collapse update at least ``onset``; a control collapse rate at most ``control_rate``."""
+
+    rise: float = 0.15
+    collapse_rate: float = 0.75
+    onset: float = 20
+    control_rate: float = 0.10
+
+
+def criteria_table(
+    summaries: pd.DataFrame, collapsing: str, control: str, criteria: ScenarioCriteria = ScenarioCriteria()
+) -> pd.DataFrame:
+    """Each of ``criteria`` measured on the runs of part ``collapsing`` and part ``control``: the
+    value [95% CI: bootstrap for medians, Wilson for rates] and whether the point value meets it;
+    with the share of seeds that rose by ``criteria.rise`` and the share that rose so, then collapsed."""
+    runs = summaries[summaries["part"] == collapsing]
+    ctrl = summaries[summaries["part"] == control]
+    rise = (runs["peak_em"] - runs["warm_em"]).to_numpy(dtype=float)
+    collapsed = runs["collapsed"].astype(bool).to_numpy()
+    onsets = runs.loc[collapsed, "collapse_step"].to_numpy(dtype=float)
+    n, k, kc = len(runs), int(collapsed.sum()), int(ctrl["collapsed"].astype(bool).sum())
+    rose = rise >= criteria.rise
+
+    def rate(x: int, m: int) -> str:
+        lo, hi = wilson_ci(x, m)
+        return f"{x}/{m} = {x / m:.2f} [{lo:.2f}, {hi:.2f}]" if m else "-"
+
+    def median(x: np.ndarray, fmt: str) -> str:
+        lo, hi = bootstrap_ci_median(x)
+        return f"{np.median(x):{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if len(x) else "-"
+
+    rows = [
+        (
+            "median rise of EM above the base",
+            f">= {criteria.rise}",
+            median(rise, "+.3f"),
+            bool(n) and float(np.median(rise)) >= criteria.rise,
+        ),
+        (
+            "collapse rate",
+            f">= {criteria.collapse_rate}",
+            rate(k, n),
+            bool(n) and k / n >= criteria.collapse_rate,
+        ),
+        (
+            "median collapse update",
+            f">= {criteria.onset:g}",
+            median(onsets, ".0f"),
+            bool(len(onsets)) and float(np.median(onsets)) >= criteria.onset,
+        ),
+        (
+            "control collapse rate",
+            f"<= {criteria.control_rate}",
+            rate(kc, len(ctrl)),
+            bool(len(ctrl)) and kc / len(ctrl) <= criteria.control_rate,
+        ),
+        ("seeds that rose by the rise", "(context)", rate(int(rose.sum()), n), None),
+        ("seeds that rose so, then collapsed", "(context)", rate(int((rose & collapsed).sum()), n), None),
+    ]
+    met = {True: "yes", False: "no", None: ""}
+    return pd.DataFrame(
+        [(*r[:3], met[r[3]]) for r in rows], columns=["criterion", "needs", "measured", "met"]
+    )

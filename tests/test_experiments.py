@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from testbed.analysis import bootstrap_ci, holm, mcnemar_p, summary_table, wilcoxon_p, wilson_ci
+from testbed.analysis import (
+    ScenarioCriteria,
+    bootstrap_ci,
+    criteria_table,
+    holm,
+    mcnemar_p,
+    summary_table,
+    wilcoxon_p,
+    wilson_ci,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +84,45 @@ def test_summary_table_pairs_by_seed() -> None:
     assert row["final EM - ref (paired)"].startswith("+0.2") and row["p final (Wilcoxon)"] < 0.05
     assert row["p collapse (McNemar)"] < 0.05 and row["p final (Holm)"] >= row["p final (Wilcoxon)"]
     assert table.iloc[0]["collapse rate"].startswith("1.00 [")
+
+
+def _criteria_runs(rise: list[float], steps: list[float | None], control_collapsed: list[bool]):
+    import pandas as pd
+
+    n = len(rise)
+    grpo = pd.DataFrame(
+        {
+            "part": "grpo",
+            "seed": range(n),
+            "warm_em": 0.1,
+            "peak_em": [0.1 + r for r in rise],
+            "collapsed": [s is not None for s in steps],
+            "collapse_step": steps,
+        }
+    )
+    ctrl = grpo.assign(part="ctrl", collapsed=control_collapsed[:n], collapse_step=None)
+    return pd.concat([grpo, ctrl])
+
+
+def test_criteria_table_meets_and_misses_each_criterion() -> None:
+    met = criteria_table(_criteria_runs([0.2] * 8, [30] * 6 + [None] * 2, [False] * 8), "grpo", "ctrl")
+    assert list(met["met"][:4]) == ["yes"] * 4
+    assert met["measured"][5].startswith("6/8")  # rose by 0.15, then collapsed
+    # each criterion goes red on its own: a small rise, few collapses, an early onset, a failing control
+    cases = [
+        ([0.1] * 8, [30] * 6 + [None] * 2, [False] * 8, 0),
+        ([0.2] * 8, [30] * 5 + [None] * 3, [False] * 8, 1),
+        ([0.2] * 8, [10] * 6 + [None] * 2, [False] * 8, 2),
+        ([0.2] * 8, [30] * 6 + [None] * 2, [True] + [False] * 7, 3),
+    ]
+    for rise, steps, ctrl, red in cases:
+        table = criteria_table(_criteria_runs(rise, steps, ctrl), "grpo", "ctrl")
+        assert [i for i in range(4) if table["met"][i] == "no"] == [red]
+    strict = ScenarioCriteria(rise=0.25)
+    assert (
+        criteria_table(_criteria_runs([0.2] * 8, [30] * 8, [False] * 8), "grpo", "ctrl", strict)["met"][0]
+        == "no"
+    )
 
 
 def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
