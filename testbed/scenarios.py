@@ -20,6 +20,13 @@ class Scenario:
     control: Mapping[str, object]  # what removes the drift source (on top of ``overrides``)
 
 
+ISDD = {
+    "trainer.lr": 0.003,
+    "trainer.minibatches": 6,
+    "trainer.n_updates": 100,
+    "trainer.eval_every": 10,
+}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -27,11 +34,24 @@ SCENARIOS: dict[str, Scenario] = {
             "isdd",
             "procedural search task, lr 3e-3, 6 optimizer steps per rollout batch: GRPO collapses "
             "from off-policy minibatch drift (its on-policy control does not)",
+            ISDD,
+            {"trainer.minibatches": 1},
+        ),
+        # The scale ladder's 0.1 M rung (testbed/studies/ladder.py) at RL lr 1e-3: the same configs,
+        # so the same stored runs. A Qwen2 policy (populations of one: about 4x slower than isdd).
+        Scenario(
+            "isdd_qwen2",
+            "isdd with a 0.1 M-parameter Qwen2 policy (language-model pre-training, then imitation) "
+            "at RL lr 1e-3: GRPO rises, then collapses in most seeds; its on-policy control does not",
             {
-                "trainer.lr": 0.003,
-                "trainer.minibatches": 6,
-                "trainer.n_updates": 100,
-                "trainer.eval_every": 10,
+                **ISDD,
+                "trainer.lr": 0.001,
+                "policy.kind": "qwen2",
+                "policy.n_layers": 2,
+                "policy.d_model": 64,
+                "policy.n_heads": 4,
+                "warm_start.pretrain_steps": 300,
+                "warm_start.lr": 0.001,
             },
             {"trainer.minibatches": 1},
         ),

@@ -120,6 +120,21 @@ def test_ladder_experiment_pairs_grpo_and_sapo_per_rung() -> None:
     assert {(c.policy.kind, c.policy.d_model) for c in cfgs} == {("qwen2", 288)}
 
 
+def test_the_qwen2_scenario_is_the_small_rung_at_lr_1e3() -> None:
+    from testbed.scenarios import get_scenario
+    from testbed.studies.compare import compare_experiment
+
+    # the same configs, so the scenario and the ladder share stored runs
+    rung = ladder("0.1m", seeds=2, lr=1e-3).at_size(smoke=False)
+    scenario = compare_experiment(("grpo", "sapo"), seeds=(0, 1), scenario="isdd_qwen2").at_size(smoke=False)
+    for part, label in (("grpo", "grpo"), ("sapo", "sapo")):
+        assert [config_hash(c) for c in rung[part].configs()] == [
+            config_hash(c) for c in scenario[label].configs()
+        ]
+    control = get_scenario("isdd_qwen2").control
+    assert control == {"trainer.minibatches": 1}
+
+
 def test_ladder_script_runs_at_smoke_size(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     script = root / "experiments" / "scale_ladder.py"
