@@ -210,7 +210,7 @@ def criteria_table(
         return f"{x}/{m} = {x / m:.2f} [{lo:.2f}, {hi:.2f}]" if m else "-"
 
     def median(x: np.ndarray, fmt: str) -> str:
-        lo, hi = bootstrap_ci_median(x)
+        lo, hi = bootstrap_ci_median(x.tolist())
         return f"{np.median(x):{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if len(x) else "-"
 
     rows = [

@@ -10,7 +10,6 @@ Tabular grain: one action per step from the current state.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -122,9 +121,8 @@ class PolicyAgent:
 
     def begin(self, core: Core) -> None:
         # a policy with a fixed-size cache (HFPolicy's static decode) is told the longest rollout
-        sized = "max_len" in inspect.signature(self.policy.start).parameters
-        kwargs = {"max_len": cast(TokenSearchBatch, core).capacity} if sized else {}
-        self.state = self.policy.start(core.batch_size, **kwargs)
+        max_len = cast(TokenSearchBatch, core).capacity if self.grain == "token" else None
+        self.state = self.policy.start(core.batch_size, max_len)
         device = getattr(self.policy, "device", "cpu")
         self.gens = [_sampler(g, device) for g in self.member_gens]
 

@@ -27,7 +27,10 @@ class Policy(Protocol):
     grain: str
     members: int
 
-    def start(self, batch_size: int) -> Any: ...
+    def start(self, batch_size: int, max_len: int | None = None) -> Any:
+        """A fresh sampling state for ``batch_size`` rows; ``max_len``: the longest rollout (token
+        grain), for policies whose cache has a fixed size (the others ignore it)."""
+        ...
 
     def next_logits(self, inputs: torch.Tensor, state: Any) -> torch.Tensor: ...
 

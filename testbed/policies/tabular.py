@@ -19,7 +19,7 @@ class TabularPolicy(nn.Module):
         self.members = members
         self.logits = nn.Parameter(torch.zeros(members, n_states, n_actions))
 
-    def start(self, batch_size: int) -> None:
+    def start(self, batch_size: int, max_len: int | None = None) -> None:
         member_rows(batch_size, self.members)
 
     def _member(self, rows: int) -> torch.Tensor:

@@ -130,7 +130,7 @@ class TransformerPolicy(nn.Module):
         """Logits [rows, T, V]: position t predicts token t + 1."""
         return self._run(tokens, 0, None)
 
-    def start(self, batch_size: int) -> _Cache:
+    def start(self, batch_size: int, max_len: int | None = None) -> _Cache:
         member_rows(batch_size, self.members)
         return _Cache([_LayerCache(self.max_len) for _ in self.blocks])
 
