@@ -125,6 +125,14 @@ def test_criteria_table_meets_and_misses_each_criterion() -> None:
     )
 
 
+def test_criteria_script_with_nothing_stored_says_so(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "experiments" / "isdd_criteria.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--root", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 1 and "no stored runs of isdd_baselines" in out.stderr
+
+
 def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
     from testbed.studies import CATALOG
     from testbed.sweep.experiment import run_experiment, store_for
