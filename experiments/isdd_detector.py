@@ -1,11 +1,12 @@
 """The early-warning detector: which pooled signal crosses its threshold before GRPO's collapse on
 the isdd scenario, by how many updates, and how often it fires on the on-policy control.
 
-Reads the runs the ``isdd_baselines`` study's store holds (run it first; nothing is trained
-here); prints one row per candidate alarm.
+Reads the runs the ``isdd_baselines`` study's store holds (``--scenario isdd_qwen2``: the scale
+ladder's; run it first; nothing is trained here); prints one row per candidate alarm.
 
     python experiments/isdd_detector.py [--root runs/experiments]
     python experiments/isdd_detector.py --from-seed 16   # out of sample: seeds the threshold never saw
+    python experiments/isdd_detector.py --scenario isdd_qwen2   # another policy (the ladder's 0.1 M)
 
 The default alarm's threshold (lld_mean_nonneg < -1) was set after looking at the mean curves of
 seeds 0-15; ``--from-seed 16`` scores every alarm on the later seeds only.
@@ -16,8 +17,7 @@ from pathlib import Path
 
 from testbed.analysis import alarm_table
 from testbed.diagnostics import Alarm
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import run_experiment, store_for
+from testbed.studies import stored_scenario_runs
 
 # Thresholds fixed before looking at the scenario's runs: a quarter of the ratio scale, the
 # penalised share SAPO would act on, an entropy floor, a likelihood drop of one nat per response.
@@ -36,9 +36,9 @@ if __name__ == "__main__":
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--from-seed", type=int, default=0, help="score only seeds >= this one")
+    parser.add_argument("--scenario", choices=["isdd", "isdd_qwen2"], default="isdd")
     args = parser.parse_args()
-    exp = CATALOG["isdd_baselines"](args.seeds)
-    results = run_experiment(exp, store_for(exp.name, args.root), only_stored=True)
+    results = stored_scenario_runs(args.scenario, args.root, args.seeds)
     rows = results.rows[results.rows["seed"] >= args.from_seed]
     summaries = results.summaries[results.summaries["seed"] >= args.from_seed]
     table = alarm_table(rows, summaries, CANDIDATES, "grpo", "grpo_control")

@@ -10,6 +10,7 @@ single seeds (a seed's numbers change with the CPU's kernel path).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -245,3 +246,40 @@ def criteria_table(
     return pd.DataFrame(
         [(*r[:3], met[r[3]]) for r in rows], columns=["criterion", "needs", "measured", "met"]
     )
+
+
+MECHANISM_SIGNALS = (
+    "pooled_ratio_p05_pos",
+    "pooled_low_ratio_frac_nonneg",
+    "lld_mean_nonneg",
+    "collapsed_search_frac",
+    "entropy",
+    "zero_grad_frac_all",
+    "grad_norm",
+)
+
+
+def mechanism_table(
+    rows: pd.DataFrame,
+    parts: Sequence[str],
+    signals: Sequence[str] = MECHANISM_SIGNALS,
+    edges: Sequence[int] = (1, 11, 31, 61, 101),
+) -> pd.DataFrame:
+    """The mechanism signals by update range (``edges``: [1, 11) is updates 1-10, ...): per part
+    and range, the mean over seeds of each run's mean over the range (NaN updates left out)."""
+    missing = [s for s in signals if s not in rows.columns]
+    if missing:
+        raise ValueError(f"signals={missing}: not logged in these rows")
+    rows = rows[rows["part"].isin(parts) & (rows["update"] >= edges[0]) & (rows["update"] < edges[-1])]
+    ranges = pd.cut(
+        rows["update"],
+        list(edges),
+        right=False,
+        labels=[f"{a}-{b - 1}" for a, b in itertools.pairwise(edges)],
+    )
+    per_run = (
+        rows.assign(updates=ranges).groupby(["part", "updates", "run"], observed=True)[list(signals)].mean()
+    )
+    table = per_run.groupby(["part", "updates"], observed=True).mean().reset_index()
+    table["part"] = pd.Categorical(table["part"], list(parts))
+    return table.sort_values(["part", "updates"]).reset_index(drop=True)

@@ -125,12 +125,33 @@ def test_criteria_table_meets_and_misses_each_criterion() -> None:
     )
 
 
+def test_mechanism_table_means_each_run_over_each_range() -> None:
+    import pandas as pd
+
+    from testbed.analysis import mechanism_table
+
+    rows = pd.DataFrame(
+        {
+            "part": ["a"] * 6 + ["b"] * 3,
+            "run": ["r1", "r1", "r1", "r2", "r2", "r2", "r3", "r3", "r3"],
+            "update": [0, 1, 2, 1, 2, 3, 1, 2, 3],
+            "entropy": [9.0, 1.0, 3.0, 5.0, float("nan"), 7.0, 1.0, 1.0, 1.0],
+        }
+    )
+    table = mechanism_table(rows, ["a", "b"], ["entropy"], edges=(1, 3, 4))
+    got = {(r.part, r.updates): r.entropy for r in table.itertuples()}
+    # a, 1-2: runs r1 (mean of 1, 3 = 2) and r2 (5; NaN left out) -> 3.5; update 0 left out
+    assert got == {("a", "1-2"): 3.5, ("a", "3-3"): 7.0, ("b", "1-2"): 1.0, ("b", "3-3"): 1.0}
+    with pytest.raises(ValueError, match="signals=\\['nope'\\]"):
+        mechanism_table(rows, ["a"], ["nope"])
+
+
 def test_criteria_script_with_nothing_stored_says_so(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[1] / "experiments" / "isdd_criteria.py"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "isdd_report.py"
     out = subprocess.run(
         [sys.executable, str(script), "--root", str(tmp_path)], capture_output=True, text=True, timeout=120
     )
-    assert out.returncode == 1 and "no stored runs of isdd_baselines" in out.stderr
+    assert out.returncode == 1 and "no stored runs of the isdd scenario" in out.stderr
 
 
 def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:

@@ -1,0 +1,32 @@
+"""Does a scenario show ISDD, and by which mechanism? From stored runs (nothing is trained):
+
+1. the scenario's criteria (rise, collapse rate, onset, control), GRPO against its on-policy control;
+2. the mechanism signals by update range (ratio quantile of A > 0 tokens, low-ratio share, LLD,
+   search share of collapsed tokens, entropy, zero-gradient share, gradient norm), per arm.
+
+    python experiments/isdd_report.py                          # the isdd scenario (isdd_baselines)
+    python experiments/isdd_report.py --scenario isdd_qwen2    # the scale ladder's 0.1 M rung, lr 1e-3
+
+Reads ``--root``/full/isdd_baselines or ``--root``/full/ladder (run those studies first).
+"""
+
+import argparse
+from pathlib import Path
+
+from testbed.analysis import criteria_table, mechanism_table
+from testbed.studies import stored_scenario_runs
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--scenario", choices=["isdd", "isdd_qwen2"], default="isdd")
+    args = parser.parse_args()
+    results = stored_scenario_runs(args.scenario, args.root, args.seeds)
+    if results.summaries.empty:
+        parser.exit(1, f"no stored runs of the {args.scenario} scenario under {args.root}\n")
+    print(f"{args.scenario}: {results.summaries.groupby('part').size().to_dict()} stored runs\n")
+    print(criteria_table(results.summaries, "grpo", "grpo_control").to_markdown(index=False))
+    parts = list(dict.fromkeys(results.rows["part"]))
+    print()
+    print(mechanism_table(results.rows, parts).to_markdown(index=False, floatfmt=".3f"))
