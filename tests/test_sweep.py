@@ -384,3 +384,13 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
         p.write_text("")
     store.remove_stale_temporaries()
     assert not stale.exists() and live.exists() and other_host.exists()
+
+
+def test_rows_keep_all_digit_run_keys_as_text(tmp_path: Path) -> None:
+    # a config hash can be all digits ("959331047840"): read back as an int, its rows lost their run
+    store = ResultStore(tmp_path)
+    for key in ("959331047840", "00a95851c0cf"):
+        store.write(key, [{"run": key, "update": 0}, {"run": key, "update": 1}], {"run": key}, {})
+    rows = store.rows(["959331047840", "00a95851c0cf"])
+    assert rows["run"].tolist() == ["959331047840"] * 2 + ["00a95851c0cf"] * 2
+    assert set(rows["run"]) == set(store.summaries(["959331047840", "00a95851c0cf"])["run"])

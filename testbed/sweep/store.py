@@ -165,7 +165,7 @@ class ResultStore:
 
     def _frame(self, key: str) -> pd.DataFrame:
         record, data = self._verified(key)
-        frame = pd.read_csv(io.BytesIO(data))
+        frame = pd.read_csv(io.BytesIO(data), dtype={"run": str})  # an all-digit key stays a key
         if len(frame) != record["rows"]:
             raise StoreError(f"run {key}: {len(frame)} rows, its record says {record['rows']}")
         return frame
