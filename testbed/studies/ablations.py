@@ -134,7 +134,7 @@ def drift_phase(seeds: int = 5) -> Experiment:
                 base=base,
                 grid={
                     "objective.name": ["grpo", "sapo"],
-                    "trainer.lr": [0.001, 0.003],
+                    "trainer.lr": [0.001, 0.002, 0.003],
                     "trainer.minibatches": [1, 3, 6],  # 6 and 1 at lr 3e-3: the scenario and its control
                 },
                 seeds=tuple(range(seeds)),
