@@ -38,7 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
             {"trainer.minibatches": 1},
         ),
         # The scale ladder's 0.1 M rung (testbed/studies/ladder.py) at RL lr 1e-3: the same configs,
-        # so the same stored runs. A Qwen2 policy (populations of one: about 4x slower than isdd).
+        # so the same stored runs. A Qwen2 policy: no member dimension, so populations of one.
         Scenario(
             "isdd_qwen2",
             "isdd with a 0.1 M-parameter Qwen2 policy (language-model pre-training, then imitation) "
