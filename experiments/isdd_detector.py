@@ -17,7 +17,7 @@ from pathlib import Path
 
 from testbed.analysis import alarm_table
 from testbed.diagnostics import Alarm
-from testbed.studies import stored_scenario_runs
+from testbed.studies import SCENARIO_STUDIES, stored_scenario_runs
 
 # Thresholds fixed before looking at the scenario's runs: a quarter of the ratio scale, the
 # penalised share SAPO would act on, an entropy floor, a likelihood drop of one nat per response.
@@ -36,7 +36,7 @@ if __name__ == "__main__":
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--from-seed", type=int, default=0, help="score only seeds >= this one")
-    parser.add_argument("--scenario", choices=["isdd", "isdd_qwen2"], default="isdd")
+    parser.add_argument("--scenario", choices=list(SCENARIO_STUDIES), default="isdd")
     args = parser.parse_args()
     results = stored_scenario_runs(args.scenario, args.root, args.seeds)
     rows = results.rows[results.rows["seed"] >= args.from_seed]

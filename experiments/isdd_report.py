@@ -14,13 +14,13 @@ import argparse
 from pathlib import Path
 
 from testbed.analysis import criteria_table, mechanism_table
-from testbed.studies import stored_scenario_runs
+from testbed.studies import SCENARIO_STUDIES, stored_scenario_runs
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--seeds", type=int, default=32)
-    parser.add_argument("--scenario", choices=["isdd", "isdd_qwen2"], default="isdd")
+    parser.add_argument("--scenario", choices=list(SCENARIO_STUDIES), default="isdd")
     args = parser.parse_args()
     results = stored_scenario_runs(args.scenario, args.root, args.seeds)
     if results.summaries.empty:

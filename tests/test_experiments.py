@@ -160,3 +160,20 @@ def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
 
     results = run_experiment(CATALOG["family"](), store_for("family", tmp_path), only_stored=True)
     assert results.summaries.empty and results.rows.empty
+
+
+def test_each_scenario_study_holds_grpo_and_its_control() -> None:
+    from testbed.config import ConfigError
+    from testbed.scenarios import SCENARIOS
+    from testbed.studies import SCENARIO_STUDIES, scenario_study
+
+    for name in SCENARIO_STUDIES:
+        exp, _ = scenario_study(name, seeds=2)
+        parts = exp.at_size(smoke=False)
+        assert name in SCENARIOS and {"grpo", "grpo_control"} <= set(parts)
+        control = SCENARIOS[name].control
+        for field, value in control.items():  # the control is the scenario with its drift removed
+            section, attr = field.split(".")
+            assert {getattr(getattr(c, section), attr) for c in parts["grpo_control"].configs()} == {value}
+    with pytest.raises(ConfigError, match=r"scenario='nope'.*known"):
+        scenario_study("nope")

@@ -2,6 +2,7 @@
 ``CATALOG`` maps a name to a function building its ``Experiment`` (seeds as an argument);
 ``sapo-testbed experiment NAME`` and the scripts in ``experiments/`` run them."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from testbed.config import ConfigError
@@ -19,14 +20,22 @@ CATALOG = {
 }
 
 
+# scenario -> (the study holding its GRPO runs beside its control, as parts ``grpo`` and
+# ``grpo_control``, given seeds; the name of that study's store)
+SCENARIO_STUDIES: dict[str, tuple[Callable[[int], Experiment], str]] = {
+    "isdd": (isdd_baselines, "isdd_baselines"),
+    "isdd_qwen2": (lambda seeds: ladder("0.1m", seeds, lr=1e-3), "ladder"),
+}
+
+
 def scenario_study(scenario: str, seeds: int = 32) -> tuple[Experiment, str]:
-    """The study holding a scenario's GRPO runs beside its control (part names ``grpo`` and
-    ``grpo_control``), and the name of its store."""
-    if scenario == "isdd":
-        return isdd_baselines(seeds), "isdd_baselines"
-    if scenario == "isdd_qwen2":
-        return ladder("0.1m", seeds, lr=1e-3), "ladder"
-    raise ConfigError(f"scenario={scenario!r}: no study holds its control; known: ['isdd', 'isdd_qwen2']")
+    """The study of ``SCENARIO_STUDIES[scenario]`` at ``seeds``, and its store's name."""
+    if scenario not in SCENARIO_STUDIES:
+        raise ConfigError(
+            f"scenario={scenario!r}: no study holds its control; known: {list(SCENARIO_STUDIES)}"
+        )
+    make, store = SCENARIO_STUDIES[scenario]
+    return make(seeds), store
 
 
 def stored_scenario_runs(scenario: str, root: Path, seeds: int = 32) -> Results:
@@ -35,4 +44,4 @@ def stored_scenario_runs(scenario: str, root: Path, seeds: int = 32) -> Results:
     return run_experiment(exp, store_for(store, root), only_stored=True)
 
 
-__all__ = ["CATALOG", "compare_experiment", "scenario_study", "stored_scenario_runs"]
+__all__ = ["CATALOG", "SCENARIO_STUDIES", "compare_experiment", "scenario_study", "stored_scenario_runs"]
