@@ -163,14 +163,17 @@ def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
 
 
 def test_each_scenario_study_holds_grpo_and_its_control() -> None:
-    from testbed.config import ConfigError
+    from testbed.config import ConfigError, config_hash
     from testbed.scenarios import SCENARIOS
-    from testbed.studies import SCENARIO_STUDIES, scenario_study
+    from testbed.studies import SCENARIO_STUDIES, compare_experiment, scenario_study
 
     for name in SCENARIO_STUDIES:
         exp, _ = scenario_study(name, seeds=2)
         parts = exp.at_size(smoke=False)
         assert name in SCENARIOS and {"grpo", "grpo_control"} <= set(parts)
+        # its GRPO runs are the scenario's own (what `compare --scenario NAME` runs)
+        grpo = compare_experiment(("grpo",), seeds=(0, 1), scenario=name).at_size(smoke=False)["grpo"]
+        assert [config_hash(c) for c in parts["grpo"].configs()] == [config_hash(c) for c in grpo.configs()]
         control = SCENARIOS[name].control
         for field, value in control.items():  # the control is the scenario with its drift removed
             section, attr = field.split(".")

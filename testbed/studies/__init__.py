@@ -24,6 +24,7 @@ CATALOG = {
 # ``grpo_control``, given seeds; the name of that study's store)
 SCENARIO_STUDIES: dict[str, tuple[Callable[[int], Experiment], str]] = {
     "isdd": (isdd_baselines, "isdd_baselines"),
+    # the ladder's 0.1 M rung (the scenario's policy) at the scenario's RL lr
     "isdd_qwen2": (lambda seeds: ladder("0.1m", seeds, lr=1e-3), "ladder"),
 }
 

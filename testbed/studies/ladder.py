@@ -22,7 +22,7 @@ import torch
 
 from testbed.config import ConfigError, with_overrides
 from testbed.run import RunConfig, build_trainer
-from testbed.scenarios import get_scenario
+from testbed.scenarios import get_scenario, qwen2_policy
 from testbed.studies.compare import curves
 from testbed.sweep.experiment import Experiment
 from testbed.sweep.spec import SweepSpec
@@ -35,28 +35,13 @@ RUNGS: dict[str, tuple[int, int, int]] = {
     "10m": (8, 288, 4),
     "80m": (16, 576, 8),
 }
-PRETRAIN_STEPS = 300
-# The base's Adam lr, scaled as 1 / width from 1e-3 at d_model 64. Measured at 0.1 M on CPU (one
-# base each, 256 fresh episodes): 1e-3 with pre-training gave EM 0.11 (the transformer's base:
-# 0.12), without it 0.08; the transformer's 3e-3 left the 1 M to 80 M bases at chance (on GPU).
-BASE_LR_AT_64 = 1e-3
 
 
 def rung_overrides(rung: str, device: str = "cpu") -> dict[str, Any]:
     """The scenario's settings with rung ``rung``'s policy on ``device``."""
     if rung not in RUNGS:
         raise ConfigError(f"rung={rung!r}: unknown; known: {list(RUNGS)}")
-    layers, d_model, heads = RUNGS[rung]
-    return {
-        **get_scenario("isdd").overrides,
-        "policy.kind": "qwen2",
-        "policy.n_layers": layers,
-        "policy.d_model": d_model,
-        "policy.n_heads": heads,
-        "policy.device": device,
-        "warm_start.pretrain_steps": PRETRAIN_STEPS,
-        "warm_start.lr": BASE_LR_AT_64 * 64 / d_model,
-    }
+    return {**get_scenario("isdd").overrides, **qwen2_policy(*RUNGS[rung]), "policy.device": device}
 
 
 def _figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
