@@ -48,6 +48,10 @@ ISDD = {
     "trainer.eval_every": 10,
 }
 
+# The scale ladder's 0.1 M rung (testbed/studies/ladder.py) at RL lr 1e-3: the same configs, so the
+# same stored runs. A Qwen2 policy has no member dimension: its runs are populations of one.
+ISDD_QWEN2 = {**ISDD, **qwen2_policy(2, 64, 4), "trainer.lr": 0.001}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -58,13 +62,17 @@ SCENARIOS: dict[str, Scenario] = {
             ISDD,
             {"trainer.minibatches": 1},
         ),
-        # The scale ladder's 0.1 M rung (testbed/studies/ladder.py) at RL lr 1e-3: the same configs,
-        # so the same stored runs. A Qwen2 policy: no member dimension, so populations of one.
         Scenario(
             "isdd_qwen2",
             "isdd with a 0.1 M-parameter Qwen2 policy (language-model pre-training, then imitation) "
             "at RL lr 1e-3: GRPO rises, then collapses in most seeds; its on-policy control does not",
-            {**ISDD, **qwen2_policy(2, 64, 4), "trainer.lr": 0.001},
+            ISDD_QWEN2,
+            {"trainer.minibatches": 1},
+        ),
+        Scenario(
+            "isdd_qwen2_150",
+            "isdd_qwen2 over 150 updates instead of 100 (collapses were still arriving at 100)",
+            {**ISDD_QWEN2, "trainer.n_updates": 150},
             {"trainer.minibatches": 1},
         ),
         Scenario(

@@ -6,13 +6,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.config import ConfigError
-from testbed.studies.ablations import drift_phase, family, isdd_baselines, sapo_grid, scenario_search
+from testbed.studies.ablations import (
+    drift_phase,
+    family,
+    isdd_baselines,
+    isdd_qwen2_150_baselines,
+    sapo_grid,
+    scenario_search,
+)
 from testbed.studies.compare import compare_experiment
 from testbed.studies.ladder import ladder
 from testbed.sweep.experiment import Experiment, Results, run_experiment, store_for
 
 CATALOG = {
     "isdd_baselines": isdd_baselines,
+    "isdd_qwen2_150_baselines": isdd_qwen2_150_baselines,
     "sapo_grid": sapo_grid,
     "drift_phase": drift_phase,
     "family": family,
@@ -26,6 +34,7 @@ SCENARIO_STUDIES: dict[str, tuple[Callable[[int], Experiment], str]] = {
     "isdd": (isdd_baselines, "isdd_baselines"),
     # the ladder's 0.1 M rung (the scenario's policy) at the scenario's RL lr
     "isdd_qwen2": (lambda seeds: ladder("0.1m", seeds, lr=1e-3), "ladder"),
+    "isdd_qwen2_150": (isdd_qwen2_150_baselines, "isdd_qwen2_150_baselines"),
 }
 
 

@@ -1,7 +1,8 @@
 """The ablation studies of the paper figures, declared as data (each an ``Experiment`` with its
-table columns and figure), all on the ``isdd`` scenario with paired seeds.
+table columns and figure), on the ``isdd`` scenario unless named otherwise, with paired seeds.
 
-- ``isdd_baselines``: GRPO, SAPO (paper form), LLDS and TIS, 32 seeds each.
+- ``isdd_baselines``: GRPO, SAPO (paper form), LLDS and TIS, 32 seeds each, and GRPO's control
+  (``scenario_baselines``: the same for any named scenario, e.g. ``isdd_qwen2_150_baselines``).
 - ``sapo_grid``: SAPO's tau x w (3 x 3), 16 seeds per cell, GRPO the reference (Holm over cells).
 - ``drift_phase``: collapse of GRPO and SAPO over learning rate x optimizer steps per batch.
 - ``family``: the clipping family on the scenario.
@@ -9,6 +10,7 @@ table columns and figure), all on the ``isdd`` scenario with paired seeds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,24 +88,30 @@ def _family_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> N
     _save(fig, path)
 
 
-def isdd_baselines(seeds: int = 32) -> Experiment:
-    """GRPO, SAPO, LLDS, TIS on the scenario, and GRPO on its control (the drift source removed)."""
+def scenario_baselines(scenario: str, objectives: Sequence[str], seeds: int = 32) -> Experiment:
+    """``objectives`` on a named scenario and GRPO on its control (the drift source removed), paired
+    seeds; parts named by objective, plus ``grpo_control``. The runs are those of ``sapo-testbed
+    compare --scenario SCENARIO`` (the same configs), so either command fills the other's store."""
     s = tuple(range(seeds))
-    scenario = get_scenario("isdd")
-    parts = {
-        o: SweepSpec(base={**SCENARIO, "objective.name": o}, seeds=s) for o in ("grpo", "sapo", "llds", "tis")
-    }
-    parts["grpo_control"] = SweepSpec(
-        base={**SCENARIO, **scenario.control, "objective.name": "grpo"}, seeds=s
-    )
+    sc = get_scenario(scenario)
+    parts = {o: SweepSpec(base={**sc.overrides, "objective.name": o}, seeds=s) for o in objectives}
+    parts["grpo_control"] = SweepSpec(base={**sc.overrides, **sc.control, "objective.name": "grpo"}, seeds=s)
     return Experiment(
-        name="isdd_baselines",
+        name=f"{scenario}_baselines",
         parts=parts,
-        description="GRPO, SAPO, LLDS and TIS on the isdd scenario, and GRPO on its control, paired seeds",
+        description=f"{', '.join(objectives)} on the {scenario} scenario, and GRPO on its control, paired seeds",
         columns=("part",),
-        reference={"part": "grpo"},
+        reference={"part": objectives[0]},
         figure=_baselines_figure,
     )
+
+
+def isdd_baselines(seeds: int = 32) -> Experiment:
+    return scenario_baselines("isdd", ("grpo", "sapo", "llds", "tis"), seeds)
+
+
+def isdd_qwen2_150_baselines(seeds: int = 32) -> Experiment:
+    return scenario_baselines("isdd_qwen2_150", ("grpo", "sapo"), seeds)
 
 
 def sapo_grid(seeds: int = 16) -> Experiment:
@@ -160,11 +168,27 @@ SEARCH: dict[str, dict[str, Any]] = {
 }
 
 
-def scenario_search(seeds: int = 8) -> Experiment:
+# Round 2 (5 seeds each; the isdd scenario's settings and evaluation, 512 episodes every 10 updates):
+# a rise of +0.15 and a collapse in one trajectory, by a lower lr over longer runs or with more steps.
+SEARCH_2: dict[str, dict[str, Any]] = {
+    "lr1e-3_mb6_u300": {"trainer.lr": 0.001, "trainer.n_updates": 300},
+    "lr2e-3_mb6_u300": {"trainer.lr": 0.002, "trainer.n_updates": 300},
+    "lr1e-3_2x6_u150": {"trainer.lr": 0.001, "trainer.epochs": 2, "trainer.n_updates": 150},
+    "lr1.5e-3_2x6_u150": {"trainer.lr": 0.0015, "trainer.epochs": 2, "trainer.n_updates": 150},
+}
+
+
+def scenario_search(seeds: int | None = None) -> Experiment:
+    """Round 1 at 8 seeds, round 2 at 5 (``seeds``: both at that many)."""
     evals = {"trainer.eval_episodes": 256, "trainer.eval_every": 5, "objective.name": "grpo"}
+    one, two = tuple(range(seeds or 8)), tuple(range(seeds or 5))
+    parts = {k: SweepSpec(base={**evals, **v}, seeds=one) for k, v in SEARCH.items()}
+    isdd = get_scenario("isdd").overrides
+    for k, v in SEARCH_2.items():
+        parts[k] = SweepSpec(base={**isdd, **v, "objective.name": "grpo"}, seeds=two)
     return Experiment(
         name="scenario_search",
-        parts={k: SweepSpec(base={**evals, **v}, seeds=tuple(range(seeds))) for k, v in SEARCH.items()},
+        parts=parts,
         description="GRPO over drift settings: rise, collapse and onset (the isdd scenario's search)",
         columns=("part",),
         figure=_search_figure,
