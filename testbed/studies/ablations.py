@@ -99,7 +99,7 @@ def scenario_baselines(scenario: str, objectives: Sequence[str], seeds: int = 32
     return Experiment(
         name=f"{scenario}_baselines",
         parts=parts,
-        description=f"{', '.join(objectives)} on the {scenario} scenario, and GRPO on its control, paired seeds",
+        description=f"{', '.join(objectives)} on the {scenario} scenario, GRPO on its control, paired seeds",
         columns=("part",),
         reference={"part": objectives[0]},
         figure=_baselines_figure,
