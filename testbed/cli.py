@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError, parse_overrides
+from testbed.scenarios import DEFAULT_SCENARIO
 
 
 def _count(text: str) -> int:
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="objectives x paired seeds on a scenario: results, table, figure")
     cmp_.add_argument("--objectives", nargs="+", default=["grpo", "sapo"])
     cmp_.add_argument("--seeds", type=_count, default=16, help="number of seeds (0..N-1)")
-    cmp_.add_argument("--scenario", default="isdd", help="a named scenario (testbed/scenarios.py)")
+    cmp_.add_argument("--scenario", default=DEFAULT_SCENARIO, help="a named scenario (testbed/scenarios.py)")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     exp = sub.add_parser("experiment", help="a study of the paper figures (testbed/studies)")

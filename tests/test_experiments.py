@@ -164,9 +164,10 @@ def test_only_stored_with_nothing_stored_is_empty(tmp_path: Path) -> None:
 
 def test_each_scenario_study_holds_grpo_and_its_control() -> None:
     from testbed.config import ConfigError, config_hash
-    from testbed.scenarios import SCENARIOS
+    from testbed.scenarios import DEFAULT_SCENARIO, SCENARIOS
     from testbed.studies import SCENARIO_STUDIES, compare_experiment, scenario_study
 
+    assert DEFAULT_SCENARIO in SCENARIO_STUDIES  # the default's criteria can be checked from its study
     for name in SCENARIO_STUDIES:
         exp, _ = scenario_study(name, seeds=2)
         parts = exp.at_size(smoke=False)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from testbed.scenarios import get_scenario
+from testbed.scenarios import DEFAULT_SCENARIO, get_scenario
 from testbed.sweep.experiment import Experiment
 from testbed.sweep.spec import SweepSpec
 
@@ -77,7 +77,7 @@ def _figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
 def compare_experiment(
     objectives: Sequence[str] = ("grpo", "sapo"),
     seeds: Sequence[int] = tuple(range(16)),
-    scenario: str = "isdd",
+    scenario: str = DEFAULT_SCENARIO,
     overrides: Mapping[str, object] | None = None,
 ) -> Experiment:
     """One part per objective on ``scenario`` (plus ``overrides``), the first objective the reference."""
