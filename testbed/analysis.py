@@ -263,7 +263,7 @@ def mechanism_table(
     rows: pd.DataFrame,
     parts: Sequence[str],
     signals: Sequence[str] = MECHANISM_SIGNALS,
-    edges: Sequence[int] = (1, 11, 31, 61, 101),
+    edges: Sequence[int] = (1, 11, 31, 61, 101, 151),
 ) -> pd.DataFrame:
     """The mechanism signals by update range (``edges``: [1, 11) is updates 1-10, ...): per part
     and range, the mean over seeds of each run's mean over the range (NaN updates left out)."""
