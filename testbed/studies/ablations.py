@@ -183,9 +183,8 @@ def scenario_search(seeds: int | None = None) -> Experiment:
     evals = {"trainer.eval_episodes": 256, "trainer.eval_every": 5, "objective.name": "grpo"}
     one, two = tuple(range(seeds or 8)), tuple(range(seeds or 5))
     parts = {k: SweepSpec(base={**evals, **v}, seeds=one) for k, v in SEARCH.items()}
-    isdd = get_scenario("isdd").overrides
     for k, v in SEARCH_2.items():
-        parts[k] = SweepSpec(base={**isdd, **v, "objective.name": "grpo"}, seeds=two)
+        parts[k] = SweepSpec(base={**SCENARIO, **v, "objective.name": "grpo"}, seeds=two)
     return Experiment(
         name="scenario_search",
         parts=parts,
