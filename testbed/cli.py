@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     exp = sub.add_parser("experiment", help="a study of the paper figures (testbed/studies)")
-    exp.add_argument("name", help="isdd_baselines, sapo_grid, drift_phase or family")
+    exp.add_argument("name", help="a study of testbed.studies.CATALOG (an unknown name lists them)")
     exp.add_argument("--seeds", type=_count, default=None, help="seeds per arm (default: the study's)")
     exp.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
     exp.add_argument("--root", type=Path, default=Path("runs/experiments"))

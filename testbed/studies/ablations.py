@@ -111,7 +111,7 @@ def isdd_baselines(seeds: int = 32) -> Experiment:
 
 
 def isdd_qwen2_150_baselines(seeds: int = 32) -> Experiment:
-    return scenario_baselines("isdd_qwen2_150", ("grpo", "sapo"), seeds)
+    return scenario_baselines("isdd_qwen2_150", ("grpo", "sapo", "llds", "tis"), seeds)
 
 
 def sapo_grid(seeds: int = 16) -> Experiment:
