@@ -31,6 +31,7 @@ import seaborn as sns
 import torch
 
 from testbed.run import RunConfig, build_trainer
+from testbed.studies.compare import save_figure
 from testbed.studies.ladder import RUNGS, ladder, n_parameters, rollout_mismatch
 from testbed.sweep.experiment import Experiment, run_experiment, store_for
 from testbed.sweep.runner import LocalExecutor, RunsFailed, default_cache_dir, run_configs
@@ -55,7 +56,14 @@ def ladder_figure(rows: pd.DataFrame, path: Path) -> None:
         sub = rows[(rows["rung"] == rung) & rows["eval_em_sampled"].notna()]
         palette = dict(zip(dict.fromkeys(rows["part"]), sns.color_palette(), strict=False))
         sns.lineplot(
-            data=sub, x="update", y="eval_em_sampled", hue="part", palette=palette, errorbar=("ci", 95), ax=ax
+            data=sub,
+            x="update",
+            y="eval_em_sampled",
+            hue="part",
+            palette=palette,
+            errorbar=("ci", 95),
+            seed=0,
+            ax=ax,
         )
         for (part, _), g in sub.groupby(["part", "seed"]):
             ax.plot(g["update"], g["eval_em_sampled"], color=palette[part], lw=0.4, alpha=0.3)
@@ -63,9 +71,7 @@ def ladder_figure(rows: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"rung {rung} ({first['params_m']:.2g} M parameters), RL lr {first['rl_lr']:g}")
         ax.set_xlabel("update (rollout batch)")
         ax.set_ylabel("fresh-episode EM (sampled)")
-    fig.savefig(path.with_suffix(".png"), dpi=110, bbox_inches="tight")
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

@@ -181,3 +181,27 @@ def test_each_scenario_study_holds_grpo_and_its_control() -> None:
             assert {getattr(getattr(c, section), attr) for c in parts["grpo_control"].configs()} == {value}
     with pytest.raises(ConfigError, match=r"scenario='nope'.*known"):
         scenario_study("nope")
+
+
+def test_figures_are_byte_stable(tmp_path: Path) -> None:
+    """The same rows draw the same PNG and PDF bytes: CI bands bootstrap from a fixed seed and the
+    PDF carries no creation date, so regenerated figures change only when results do."""
+    import numpy as np
+    import pandas as pd
+
+    from testbed.studies.compare import curves
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        {
+            "update": np.tile(np.arange(6), 8),
+            "seed": np.repeat(np.arange(8), 6),
+            "objective.name": np.repeat(["grpo", "sapo"], 24),
+            "eval_em_sampled": rng.random(48),
+        }
+    )
+    drawn = []
+    for name in ("a", "b"):
+        curves(rows, tmp_path / name)
+        drawn.append([(tmp_path / name).with_suffix(s).read_bytes() for s in (".png", ".pdf")])
+    assert drawn[0] == drawn[1]

@@ -23,17 +23,11 @@ import pandas as pd
 import seaborn as sns
 
 from testbed.scenarios import get_scenario
-from testbed.studies.compare import curves
+from testbed.studies.compare import curves, save_figure
 from testbed.sweep.experiment import Experiment
 from testbed.sweep.spec import SweepSpec
 
 SCENARIO = dict(get_scenario("isdd").overrides)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path.with_suffix(".png"), dpi=120, bbox_inches="tight")
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
-    plt.close(fig)
 
 
 def _baselines_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
@@ -54,7 +48,7 @@ def _grid_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> Non
     for ax in axes:
         ax.set_xlabel("w (penalty weight)")
         ax.set_ylabel("tau (ratio threshold)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _phase_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
@@ -71,7 +65,7 @@ def _phase_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> No
         ax.set_title(f"{name}: collapse rate")
         ax.set_xlabel("optimizer steps per rollout batch")
         ax.set_ylabel("learning rate")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _family_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
@@ -79,13 +73,21 @@ def _family_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> N
     long["metric"] = long["metric"].map({"peak_em": "peak EM", "final_em": "final EM"})
     fig, ax = plt.subplots(figsize=(11, 3.6))
     sns.pointplot(
-        data=long, x="part", y="value", hue="metric", errorbar=("ci", 95), linestyle="none", dodge=0.3, ax=ax
+        data=long,
+        x="part",
+        y="value",
+        hue="metric",
+        errorbar=("ci", 95),
+        seed=0,
+        linestyle="none",
+        dodge=0.3,
+        ax=ax,
     )
     ax.set_xlabel("objective")
     ax.set_ylabel("fresh-episode EM")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(title="", loc="upper right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def scenario_baselines(scenario: str, objectives: Sequence[str], seeds: int = 32) -> Experiment:

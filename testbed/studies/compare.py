@@ -53,6 +53,7 @@ def curves(
         col_wrap=3,
         kind="line",
         errorbar=("ci", 95),
+        seed=0,  # the CI bands' bootstrap: same figure from the same runs
         facet_kws={"sharey": False, "legend_out": True},
         height=2.6,
         aspect=1.4,
@@ -65,9 +66,14 @@ def curves(
     grid.set_titles("{col_name}")
     grid.set_axis_labels("update (rollout batch)", "")
     grid.legend.set_title("objective" if hue in ("objective.name", "part") else hue)
-    grid.savefig(path.with_suffix(".png"), dpi=110)
-    grid.savefig(path.with_suffix(".pdf"))
-    plt.close(grid.figure)
+    save_figure(grid.figure, path, dpi=110)
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 120) -> None:
+    """``path`` as PNG and PDF, byte-stable across reruns (no creation date in the PDF), then closed."""
+    fig.savefig(path.with_suffix(".png"), dpi=dpi, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
+    plt.close(fig)
 
 
 def _figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
