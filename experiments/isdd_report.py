@@ -6,6 +6,8 @@
 
     python experiments/isdd_report.py                          # the isdd scenario (isdd_baselines)
     python experiments/isdd_report.py --scenario isdd_qwen2    # the scale ladder's 0.1 M rung, lr 1e-3
+    python experiments/isdd_report.py --scenario isdd_qwen2_150 --seeds 48 --arms grpo tis
+        # criteria of GRPO and TIS pooled (TIS is GRPO up to rounding there: a second sample)
 
 Reads ``--root``/full/isdd_baselines or ``--root``/full/ladder (run those studies first).
 """
@@ -21,12 +23,16 @@ if __name__ == "__main__":
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--scenario", choices=list(SCENARIO_STUDIES), default="isdd")
+    parser.add_argument("--arms", nargs="+", default=["grpo"], help="parts whose runs the criteria pool")
     args = parser.parse_args()
     results = stored_scenario_runs(args.scenario, args.root, args.seeds)
     if results.summaries.empty:
         parser.exit(1, f"no stored runs of the {args.scenario} scenario under {args.root}\n")
+    known = set(results.summaries["part"])
+    if unknown := [a for a in args.arms if a not in known]:
+        parser.error(f"--arms {' '.join(unknown)}: no stored runs; known parts: {sorted(known)}")
     print(f"{args.scenario}: {results.summaries.groupby('part').size().to_dict()} stored runs\n")
-    print(criteria_table(results.summaries, "grpo", "grpo_control").to_markdown(index=False))
+    print(criteria_table(results.summaries, args.arms, "grpo_control").to_markdown(index=False))
     parts = list(dict.fromkeys(results.rows["part"]))
     print()
     print(mechanism_table(results.rows, parts).to_markdown(index=False, floatfmt=".3f"))

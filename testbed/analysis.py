@@ -193,12 +193,17 @@ class ScenarioCriteria:
 
 
 def criteria_table(
-    summaries: pd.DataFrame, collapsing: str, control: str, criteria: ScenarioCriteria = ScenarioCriteria()
+    summaries: pd.DataFrame,
+    collapsing: str | Sequence[str],
+    control: str,
+    criteria: ScenarioCriteria = ScenarioCriteria(),
 ) -> pd.DataFrame:
-    """Each of ``criteria`` measured on the runs of part ``collapsing`` and part ``control``: the
-    value [95% CI: bootstrap for medians, Wilson for rates] and whether the point value meets it;
-    with the share of seeds that rose by ``criteria.rise`` and the share that rose so, then collapsed."""
-    runs = summaries[summaries["part"] == collapsing]
+    """Each of ``criteria`` measured on the runs of part ``collapsing`` (several parts: their runs
+    pooled, as samples of one process) and part ``control``: the value [95% CI: bootstrap for
+    medians, Wilson for rates] and whether the point value meets it; with the share of seeds that
+    rose by ``criteria.rise`` and the share that rose so, then collapsed."""
+    pooled = [collapsing] if isinstance(collapsing, str) else list(collapsing)
+    runs = summaries[summaries["part"].isin(pooled)]
     ctrl = summaries[summaries["part"] == control]
     rise = (runs["peak_em"] - runs["warm_em"]).to_numpy(dtype=float)
     collapsed = runs["collapsed"].astype(bool).to_numpy()

@@ -125,6 +125,17 @@ def test_criteria_table_meets_and_misses_each_criterion() -> None:
     )
 
 
+def test_criteria_table_pools_several_parts_as_one_process() -> None:
+    import pandas as pd
+
+    first = _criteria_runs([0.2] * 8, [30] * 8, [False] * 8)  # 8 of 8 collapse
+    second = first[first["part"] == "grpo"].assign(part="tis", collapsed=False, collapse_step=None)
+    runs = pd.concat([first, second])
+    assert criteria_table(runs, "grpo", "ctrl")["measured"][1].startswith("8/8")
+    pooled = criteria_table(runs, ["grpo", "tis"], "ctrl")
+    assert pooled["measured"][1].startswith("8/16") and pooled["met"][1] == "no"
+
+
 def test_mechanism_table_means_each_run_over_each_range() -> None:
     import pandas as pd
 
