@@ -9,7 +9,7 @@
     python experiments/isdd_report.py --scenario isdd_qwen2_150 --seeds 48 --arms grpo tis
         # criteria of GRPO and TIS pooled (TIS is GRPO up to rounding there: a second sample)
 
-Reads ``--root``/full/isdd_baselines or ``--root``/full/ladder (run those studies first).
+Reads the store of the scenario's study under ``--root``/full (``SCENARIO_STUDIES``: run it first).
 """
 
 import argparse

@@ -216,3 +216,4 @@ def test_figures_are_byte_stable(tmp_path: Path) -> None:
         curves(rows, tmp_path / name)
         drawn.append([(tmp_path / name).with_suffix(s).read_bytes() for s in (".png", ".pdf")])
     assert drawn[0] == drawn[1]
+    assert b"CreationDate" not in drawn[0][1]  # two PDFs drawn in one second would share a date
