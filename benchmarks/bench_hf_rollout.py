@@ -33,10 +33,11 @@ import torch
 
 from testbed.config import with_overrides
 from testbed.envs import World
-from testbed.integrations.hf_policy import DECODES, HFPolicy
-from testbed.integrations.hf_run import hf_parts
-from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import train_tokenizer
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import corpus_words
+from testbed.policies.hf import DECODES, HFPolicy
+from testbed.policies.hf_run import hf_parts
+from testbed.policies.hf_tiny import train_tokenizer
 from testbed.rollout import PolicyAgent, rollout
 from testbed.run import RunConfig
 

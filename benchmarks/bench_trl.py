@@ -19,8 +19,9 @@ import torch
 
 from testbed.config import with_overrides
 from testbed.envs import World, WorldConfig
-from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import qwen2_model, train_tokenizer
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import corpus_words
+from testbed.policies.hf_tiny import qwen2_model, train_tokenizer
 from testbed.run import RunConfig, build_trainer
 
 

@@ -21,8 +21,9 @@ import torch
 
 from testbed.config import with_overrides
 from testbed.envs import World
-from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import train_tokenizer
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import corpus_words
+from testbed.policies.hf_tiny import train_tokenizer
 from testbed.run import RunConfig, build_trainer
 
 # Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936).

@@ -262,10 +262,30 @@ def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
     return from_dict(type(cfg), data)
 
 
-def added_field(default: Any) -> Any:
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    source: str | None = None,
+    default_factory: Any = dataclasses.MISSING,
+    keyed_when_set: bool = False,
+) -> Any:
+    """A config field with its explanation, as TRL's ``GRPOConfig`` documents each of its fields:
+    ``help`` says what it does (units, range, effect); ``source`` where it comes from (a paper,
+    TRL's ``GRPOConfig`` name, a verl key). ``sapo-testbed config --explain`` and ``docs/CONFIG.md``
+    show both. ``keyed_when_set``: see :func:`added_field`."""
+    metadata: dict[str, Any] = {"help": help}
+    if source is not None:
+        metadata["source"] = source
+    if keyed_when_set:
+        metadata["keyed_when_set"] = True
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def added_field(default: Any, *, help: str, source: str | None = None) -> Any:
     """A config field added after runs were stored: left out of ``config_hash`` while it holds
     ``default``, so every stored run (and cached base policy) keeps its key."""
-    return dataclasses.field(default=default, metadata={"keyed_when_set": True})
+    return field(default, help=help, source=source, keyed_when_set=True)
 
 
 def _plain(obj: Any) -> Any:

@@ -100,14 +100,14 @@ def core_factory(cfg: RunConfig, world: World) -> Callable[..., TokenSearchBatch
 def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf: Any) -> Trainer:
     """A Trainer for one population (``cfgs``: its members), its base policy from the cache.
     ``hf``: for ``policy.kind="hf"``, parts given instead of built (``qa``, ``model``, ``tokenizer``;
-    see ``testbed.integrations.hf_run.hf_parts``)."""
+    see ``testbed.policies.hf_run.hf_parts``)."""
     check_population(cfgs)
     cfg = cfgs[0]
     members = [Member(c.seed, c.objective) for c in cfgs]
     if cfg.policy.kind not in POPULATION_KINDS and len(cfgs) != 1:
         raise ConfigError(f"policy.kind={cfg.policy.kind!r}: no member dimension; one run at a time")
     if cfg.policy.kind == "hf":
-        from testbed.integrations.hf_run import hf_parts
+        from testbed.policies.hf_run import hf_parts
 
         hf_policy, hf_world, hf_make_core = hf_parts(cfg, **hf)
         return Trainer(cfg.trainer, members, hf_policy, hf_world, hf_make_core)

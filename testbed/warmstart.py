@@ -40,7 +40,11 @@ class WarmStartConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
-    pretrain_steps: int = added_field(0)
+    pretrain_steps: int = added_field(
+        0,
+        help="Language-model pre-training steps on whole demonstration transcripts (every token) "
+        "before imitation; 0 skips it.",
+    )
 
     def __post_init__(self) -> None:
         check_range(self, "error_rate", 0.0, 1.0)

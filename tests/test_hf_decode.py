@@ -14,8 +14,8 @@ import torch
 pytest.importorskip("transformers")
 
 from testbed.config import with_overrides
-from testbed.integrations.hf_policy import HFPolicy
-from testbed.integrations.hf_run import hf_parts
+from testbed.policies.hf import HFPolicy
+from testbed.policies.hf_run import hf_parts
 from testbed.rollout import PolicyAgent, rollout
 from testbed.run import RunConfig
 

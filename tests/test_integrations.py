@@ -11,9 +11,10 @@ pytest.importorskip("trl")
 
 from testbed.config import with_overrides
 from testbed.envs import World, WorldConfig
-from testbed.envs.bm25 import BM25Retriever
-from testbed.integrations.text_task import TextQA, em_f1, normalize_answer, text_core
-from testbed.integrations.tiny import train_tokenizer
+from testbed.envs.text.bm25 import BM25Retriever
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import em_f1, normalize_answer, text_core
+from testbed.policies.hf_tiny import train_tokenizer
 from testbed.rollout import PolicyAgent, rollout
 from testbed.run import RunConfig, build_trainer
 
@@ -37,7 +38,7 @@ def qa() -> TextQA:
 
 @pytest.fixture(scope="module")
 def tokenizer(qa):
-    from testbed.integrations.text_task import corpus_words
+    from testbed.envs.text.task import corpus_words
 
     return train_tokenizer(corpus_words(qa))
 
@@ -63,7 +64,7 @@ def test_bm25_plugs_into_the_simulated_retriever_protocol() -> None:
 
 def test_text_task_scores_a_scripted_correct_episode(qa, tokenizer) -> None:
     from testbed.envs import TaskConfig
-    from testbed.integrations.text_task import text_task_config
+    from testbed.envs.text.task import text_task_config
 
     core = text_core(text_task_config(TaskConfig()), 1, tokenizer, qa)
     world = World(WorldConfig(kind="fixed"))

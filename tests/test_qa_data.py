@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from testbed.envs import TaskConfig
-from testbed.envs.bm25 import BM25Retriever
-from testbed.integrations.qa_data import Document, load_corpus, load_qa, read_qa
-from testbed.integrations.text_task import TextQA, corpus_words, em_f1, text_task_config
+from testbed.envs.text.bm25 import BM25Retriever
+from testbed.envs.text.qa_data import Document, TextQA, load_corpus, load_qa, read_qa
+from testbed.envs.text.task import corpus_words, em_f1, text_task_config
 
 DATA = Path(__file__).parent / "data"
 
@@ -106,8 +106,8 @@ def scripted_episode(core, tokenizer, question: int, query: str, answer: str) ->
 
 def test_sample_data_runs_the_whole_text_task_path(qa) -> None:
     pytest.importorskip("transformers")
-    from testbed.integrations.text_task import text_core
-    from testbed.integrations.tiny import train_tokenizer
+    from testbed.envs.text.task import text_core
+    from testbed.policies.hf_tiny import train_tokenizer
 
     tokenizer = train_tokenizer(corpus_words(qa))
     core = text_core(text_task_config(TaskConfig()), 1, tokenizer, qa)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.integrations.qa_data import load_corpus, load_qa
-from testbed.integrations.retrieval_server import RetrievalClient, RetrievalError, RetrievalServer
+from testbed.envs.text.qa_data import load_corpus, load_qa
+from testbed.envs.text.retrieval_server import RetrievalClient, RetrievalError, RetrievalServer
 
 DATA = Path(__file__).parent / "data"
 
@@ -105,8 +105,8 @@ def test_text_task_renders_what_the_server_returned(server) -> None:
     from test_qa_data import scripted_episode
 
     from testbed.envs import TaskConfig
-    from testbed.integrations.text_task import corpus_words, text_core, text_task_config
-    from testbed.integrations.tiny import train_tokenizer
+    from testbed.envs.text.task import corpus_words, text_core, text_task_config
+    from testbed.policies.hf_tiny import train_tokenizer
 
     qa = load_qa(DATA / "qa_train.parquet", DATA / "corpus.jsonl", test=DATA / "qa_test.jsonl")
     tokenizer = train_tokenizer(corpus_words(qa))

@@ -41,7 +41,7 @@ def test_hf_run_on_a_dataset_of_its_own_draws_its_questions() -> None:
     pytest.importorskip("transformers")
     from pathlib import Path
 
-    from testbed.integrations.qa_data import load_qa
+    from testbed.envs.text.qa_data import load_qa
 
     data = Path(__file__).parent / "data"
     qa = load_qa(data / "qa_train.parquet", data / "corpus.jsonl", test=data / "qa_test.jsonl")

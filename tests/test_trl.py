@@ -13,10 +13,11 @@ from trl import GRPOTrainer
 
 from testbed.config import ConfigError
 from testbed.envs import World, WorldConfig
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import corpus_words
 from testbed.integrations import trl as plugin
-from testbed.integrations.text_task import TextQA, corpus_words
-from testbed.integrations.tiny import qwen2_model, train_tokenizer
 from testbed.objectives import ObjectiveConfig, get_objective
+from testbed.policies.hf_tiny import qwen2_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")

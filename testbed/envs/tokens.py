@@ -12,7 +12,7 @@ tags are free "thinking". ``<answer> ... </answer>`` ends the episode with the r
 The state machine (``TokenSearchBatch``) is the same for every token-level task; what a task
 supplies is a ``TokenTask``: its vocabulary's tags, the prompts of a batch of episodes, the
 observation of a search and the score of an answer. ``SimulatedTask`` is the synthetic world with
-its retriever; ``testbed.integrations.text_task.TextTask`` is real text with BM25 or a server.
+its retriever; ``testbed.envs.text.task.TextTask`` is real text with BM25 or a server.
 
 Malformed actions are part of the simulation, never an exception: a closing tag with no opening
 one, a tag inside a segment (nesting), an empty or over-long query or answer, a special token that

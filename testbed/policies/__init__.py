@@ -2,8 +2,8 @@
 
 Add a policy: a module here implementing ``Policy`` (``grain``, ``members``, ``start``,
 ``next_logits``, ``score``), a ``kind`` in ``PolicyConfig`` and a branch in ``build_policy``. The
-Hugging Face policy (``kind="hf"``: a model on the text task) lives in ``testbed.integrations`` and
-is built by ``testbed.run``; ``kind="qwen2"`` is a Qwen2-architecture causal LM of shape
+Hugging Face policy (``kind="hf"``: a model on the text task, ``hf.py``) is built with its task by
+``hf_run.py``, which ``testbed.run`` calls; ``kind="qwen2"`` is a Qwen2-architecture causal LM of shape
 (``n_layers``, ``d_model``, ``n_heads``) over the simulated task's own words, behind the same
 Hugging Face adapter (the scale ladder's policies).
 """
@@ -60,8 +60,8 @@ def build_policy(cfg: PolicyConfig, core: TokenSearchBatch | TabularSearchBatch,
     if cfg.kind == "qwen2":
         if members != 1:
             raise ValueError(f"policy.kind='qwen2' has no member dimension; asked for {members} members")
-        from testbed.integrations.hf_policy import HFPolicy
-        from testbed.integrations.tiny import qwen2_model
+        from testbed.policies.hf import HFPolicy
+        from testbed.policies.hf_tiny import qwen2_model
 
         tokens = cast(TokenSearchBatch, core)
         model = qwen2_model(

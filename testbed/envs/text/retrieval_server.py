@@ -14,7 +14,7 @@ its text: the text task renders whatever the server returned.
 
 ``RetrievalServer`` serves BM25 over a corpus file with the standard library's threading HTTP
 server (bounded request size, query count and top-k; per-connection timeouts). From a shell:
-``python -m testbed.integrations.retrieval_server --corpus corpus.jsonl --port 8000``.
+``python -m testbed.envs.text.retrieval_server --corpus corpus.jsonl --port 8000``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from testbed.envs.bm25 import BM25Retriever
-from testbed.integrations.qa_data import Document, document, load_corpus
+from testbed.envs.text.bm25 import BM25Retriever
+from testbed.envs.text.qa_data import Document, document, load_corpus
 
 
 class RetrievalError(RuntimeError):

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from testbed.envs.text.qa_data import load_corpus
+
 
 class TextRetriever(Protocol):
     """What the text search task reads: doc ids per query (-1 pads a short list) and their texts."""
@@ -66,8 +68,6 @@ class BM25Retriever:
     def from_jsonl(cls, path: Path | str, top_k: int = 3) -> BM25Retriever:
         """A corpus file of ``{"id", "text"}`` or Search-R1's ``{"id", "contents"}`` records (doc id = line).
 
-        JSON lines, or Parquet by its suffix; ``testbed.integrations.qa_data.load_corpus`` reads it.
+        JSON lines, or Parquet by its suffix; ``testbed.envs.text.qa_data.load_corpus`` reads it.
         """
-        from testbed.integrations.qa_data import load_corpus  # that module imports this one
-
         return cls([d.contents for d in load_corpus(path)], top_k)

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from testbed.envs.bm25 import BM25Retriever, TextRetriever
 from testbed.envs.task import TaskConfig
+from testbed.envs.text.bm25 import BM25Retriever, TextRetriever
+from testbed.envs.text.qa_data import TextQA
 from testbed.envs.tokens import TokenSearchBatch
-from testbed.envs.world import World
 
 TAGS = ("<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>", "<invalid>")
 
@@ -45,40 +45,6 @@ def em_f1(prediction: str, gold: str | Sequence[str]) -> tuple[float, float]:
         return em, 0.0
     precision, recall = common / len(p), common / len(g)
     return em, 2 * precision * recall / (precision + recall)
-
-
-@dataclasses.dataclass
-class TextQA:
-    """Questions, gold answers, a train/held-out split and the corpus to search.
-
-    ``answers[i]`` lists every accepted answer of question i (Search-R1's ``golden_answers``); an
-    answer scores the best EM/F1 over them. A plain string is taken as a list of one.
-    """
-
-    questions: list[str]
-    answers: list[list[str]]
-    corpus: list[str]
-    train: np.ndarray
-    held_out: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.answers = [[a] if isinstance(a, str) else list(a) for a in self.answers]
-        if len(self.answers) != len(self.questions):
-            raise ValueError(f"answers: {len(self.answers)} for {len(self.questions)} questions")
-        empty = [i for i, a in enumerate(self.answers) if not a]
-        if empty:
-            raise ValueError(f"answers: question {empty[0]} has no gold answer")
-
-    @classmethod
-    def from_world(cls, world: World) -> TextQA:
-        q = world.questions
-        texts = []
-        for i in range(len(q["hops"])):
-            chain = [f"r{r}" for r in q["chain"][i, : q["hops"][i]]]
-            texts.append("question : " + " of ".join([*chain[::-1], f"e{q['start'][i]}"]) + " ?")
-        answers = [[f"e{a}"] for a in q["answer"]]
-        corpus = [world.doc_text(d) for d in range(len(world.docs))]
-        return cls(texts, answers, corpus, world.train, world.held_out)
 
 
 def add_tags(tokenizer, model=None) -> None:

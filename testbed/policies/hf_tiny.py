@@ -12,7 +12,7 @@ def train_tokenizer(texts: Sequence[str]):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from testbed.integrations.text_task import TAGS
+    from testbed.envs.text.task import TAGS
 
     specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))

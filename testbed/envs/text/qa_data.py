@@ -26,7 +26,41 @@ from typing import Any
 
 import numpy as np
 
-from testbed.integrations.text_task import TextQA
+from testbed.envs.world import World
+
+
+@dataclasses.dataclass
+class TextQA:
+    """Questions, gold answers, a train/held-out split and the corpus to search.
+
+    ``answers[i]`` lists every accepted answer of question i (Search-R1's ``golden_answers``); an
+    answer scores the best EM/F1 over them. A plain string is taken as a list of one.
+    """
+
+    questions: list[str]
+    answers: list[list[str]]
+    corpus: list[str]
+    train: np.ndarray
+    held_out: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.answers = [[a] if isinstance(a, str) else list(a) for a in self.answers]
+        if len(self.answers) != len(self.questions):
+            raise ValueError(f"answers: {len(self.answers)} for {len(self.questions)} questions")
+        empty = [i for i, a in enumerate(self.answers) if not a]
+        if empty:
+            raise ValueError(f"answers: question {empty[0]} has no gold answer")
+
+    @classmethod
+    def from_world(cls, world: World) -> TextQA:
+        q = world.questions
+        texts = []
+        for i in range(len(q["hops"])):
+            chain = [f"r{r}" for r in q["chain"][i, : q["hops"][i]]]
+            texts.append("question : " + " of ".join([*chain[::-1], f"e{q['start'][i]}"]) + " ?")
+        answers = [[f"e{a}"] for a in q["answer"]]
+        corpus = [world.doc_text(d) for d in range(len(world.docs))]
+        return cls(texts, answers, corpus, world.train, world.held_out)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,11 +15,12 @@ import numpy as np
 
 from testbed.config import ConfigError
 from testbed.envs import World
-from testbed.envs.bm25 import BM25Retriever
+from testbed.envs.text.bm25 import BM25Retriever
+from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.task import add_tags, corpus_words, text_core, text_task_config
 from testbed.envs.tokens import TokenSearchBatch
-from testbed.integrations.hf_policy import HFPolicy, add_lora, load_model
-from testbed.integrations.text_task import TextQA, add_tags, corpus_words, text_core, text_task_config
-from testbed.integrations.tiny import qwen2_model, train_tokenizer
+from testbed.policies.hf import HFPolicy, add_lora, load_model
+from testbed.policies.hf_tiny import qwen2_model, train_tokenizer
 
 
 def hf_parts(
@@ -35,7 +36,7 @@ def hf_parts(
     world = World(cfg.task.world)
     episodes: World | QAEpisodes = world
     if qa is None and cfg.task.qa_path is not None:
-        from testbed.integrations.qa_data import load_qa
+        from testbed.envs.text.qa_data import load_qa
 
         qa = load_qa(cfg.task.qa_path, cfg.task.corpus_path, test=cfg.task.qa_test_path)
     if qa is None:
