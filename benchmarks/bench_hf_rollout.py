@@ -4,7 +4,7 @@ static cache, CUDA graph), side by side in one run, with peak GPU memory and a c
     python benchmarks/bench_hf_rollout.py --device cuda --json hf_rollout.json
     python benchmarks/bench_hf_rollout.py --shape tiny --device cpu --modes dynamic static
 
-The model is a Qwen2 architecture at real size, randomly initialised (``experiments/gpu_scaleup.py``'s
+The model is a Qwen2 architecture at real size, randomly initialised (``benchmarks/gpu_scaleup.py``'s
 SHAPES and random_model: bf16 on CUDA), on the text search task of the fixed world with BM25, as
 gpu_scaleup builds it. Every mode plays the same episodes with the same seeds, after one untimed
 warm-up rollout (which includes a graph's capture). Tokens = positions the model processed =
@@ -43,8 +43,8 @@ from testbed.run import RunConfig
 
 
 def scaleup() -> ModuleType:
-    """``experiments/gpu_scaleup.py`` (the experiments are scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "experiments" / "gpu_scaleup.py"
+    """``benchmarks/gpu_scaleup.py`` (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parent / "gpu_scaleup.py"
     spec = importlib.util.spec_from_file_location("gpu_scaleup", path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)

@@ -14,8 +14,8 @@ import time
 from collections import defaultdict
 
 from testbed.run import build_trainer, torch_threads
-from testbed.scenarios import DEFAULT_SCENARIO
 from testbed.studies.compare import compare_experiment
+from testbed.studies.scenarios import DEFAULT_SCENARIO
 
 PHASES = ("collect", "update", "evaluate")
 
@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=10)
     args = parser.parse_args()
-    full = compare_experiment(("grpo",), (0,), args.scenario).parts["grpo"].configs()[0].trainer
+    full = compare_experiment(("grpo",), (0,), args.scenario).arms["grpo"].configs()[0].trainer
     short = {"trainer.n_updates": args.updates, "trainer.eval_every": args.updates}
     exp = compare_experiment(("grpo", "sapo"), range(args.seeds), args.scenario, short)
-    cfgs = [c for spec in exp.parts.values() for c in spec.configs()]
+    cfgs = [c for spec in exp.arms.values() for c in spec.configs()]
     if cfgs[0].policy.kind != "transformer":
         cfgs = cfgs[:1]  # no member dimension: one run
     seconds: dict[str, float] = defaultdict(float)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +26,7 @@ from testbed.envs.gym_envs import _task
 def core_steps_per_s(task: TaskConfig, n: int, seconds: float) -> float:
     core, rng = TokenSearchBatch(task, n), np.random.default_rng(0)
     world, steps, start = core.world, 0, time.perf_counter()
+    assert world is not None  # the simulated task
     core.reset(world.train_ids(rng, n))
     while time.perf_counter() - start < seconds:
         live = int((~core.done).sum())
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--world", choices=["procedural", "fixed"], default="procedural")
     args = parser.parse_args()
-    kwargs = {"world": {"kind": args.world}}
+    kwargs: dict[str, Any] = {"world": {"kind": args.world}}
     task = _task(None, kwargs)
     env_id, n = "testbed/SearchTokens-v0", args.num_envs
     rows = [("core (TokenSearchBatch)", n, core_steps_per_s(task, n, args.seconds))]

@@ -1,10 +1,7 @@
-"""The ``drift_phase`` study (declared in testbed/studies/ablations.py), at its documented size or --smoke.
+"""Alias: `python experiments/drift_phase.py [flags]` runs `sapo-testbed experiment drift_phase`."""
 
-python experiments/drift_phase.py [--smoke] [--workers N]
-"""
+import sys
 
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import experiment_main
+from testbed.cli import main
 
-if __name__ == "__main__":
-    experiment_main(CATALOG["drift_phase"]())
+main(["experiment", "drift_phase", *sys.argv[1:]])

@@ -1,10 +1,7 @@
-"""The ``family`` study (declared in testbed/studies/ablations.py), at its documented size or --smoke.
+"""Alias: `python experiments/family.py [flags]` runs `sapo-testbed experiment family`."""
 
-python experiments/family.py [--smoke] [--workers N]
-"""
+import sys
 
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import experiment_main
+from testbed.cli import main
 
-if __name__ == "__main__":
-    experiment_main(CATALOG["family"]())
+main(["experiment", "family", *sys.argv[1:]])

@@ -1,10 +1,7 @@
-"""The ``isdd_baselines`` study (declared in testbed/studies/ablations.py), at its documented size or --smoke.
+"""Alias: `python experiments/isdd_baselines.py [flags]` runs `sapo-testbed experiment isdd_baselines`."""
 
-python experiments/isdd_baselines.py [--smoke] [--workers N]
-"""
+import sys
 
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import experiment_main
+from testbed.cli import main
 
-if __name__ == "__main__":
-    experiment_main(CATALOG["isdd_baselines"]())
+main(["experiment", "isdd_baselines", *sys.argv[1:]])

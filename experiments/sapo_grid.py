@@ -1,10 +1,7 @@
-"""The ``sapo_grid`` study (declared in testbed/studies/ablations.py), at its documented size or --smoke.
+"""Alias: `python experiments/sapo_grid.py [flags]` runs `sapo-testbed experiment sapo_grid`."""
 
-python experiments/sapo_grid.py [--smoke] [--workers N]
-"""
+import sys
 
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import experiment_main
+from testbed.cli import main
 
-if __name__ == "__main__":
-    experiment_main(CATALOG["sapo_grid"]())
+main(["experiment", "sapo_grid", *sys.argv[1:]])

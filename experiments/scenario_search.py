@@ -1,11 +1,7 @@
-"""The ``scenario_search`` study (declared in testbed/studies/ablations.py): how the isdd scenario
-was chosen, at its documented size or --smoke.
+"""Alias: `python experiments/scenario_search.py [flags]` runs `sapo-testbed experiment scenario_search`."""
 
-    python experiments/scenario_search.py [--smoke] [--workers N]
-"""
+import sys
 
-from testbed.studies import CATALOG
-from testbed.sweep.experiment import experiment_main
+from testbed.cli import main
 
-if __name__ == "__main__":
-    experiment_main(CATALOG["scenario_search"]())
+main(["experiment", "scenario_search", *sys.argv[1:]])

@@ -133,18 +133,24 @@ def _median(x: pd.Series) -> str:
     return f"{x.median():.0f}" if len(x) else "-"
 
 
+def with_arm(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``arm`` column: tables written before arms had that name call it ``part``."""
+    return frame.rename(columns={"part": "arm"}) if "arm" not in frame and "part" in frame else frame
+
+
 def alarm_table(
     rows: pd.DataFrame, summaries: pd.DataFrame, alarms: Sequence, collapsing: str, control: str
 ) -> pd.DataFrame:
     """How well each early-warning ``Alarm`` (``testbed.diagnostics``) foretells collapse: over the
-    runs of part ``collapsing`` that collapsed, the share it fired for before the collapse and its
-    median lead in updates [95% bootstrap CI]; over the runs of part ``control``, the share it
+    runs of arm ``collapsing`` that collapsed, the share it fired for before the collapse and its
+    median lead in updates [95% bootstrap CI]; over the runs of arm ``control``, the share it
     fired for at all (false alarms, with a Wilson interval)."""
+    rows, summaries = with_arm(rows), with_arm(summaries)
     out = []
     for alarm in alarms:
         leads: list[float] = []
         fired_before = false = 0
-        runs = summaries[summaries["part"] == collapsing]
+        runs = summaries[summaries["arm"] == collapsing]
         collapsed = runs[runs["collapsed"].astype(bool)]
         for _, s in collapsed.iterrows():
             first = alarm.first_update(rows[rows["run"] == s["run"]].to_dict("records"))
@@ -152,7 +158,7 @@ def alarm_table(
                 fired_before += 1
                 leads.append(s["collapse_step"] - first)
         n_collapsed = len(collapsed)
-        ctrl = summaries[summaries["part"] == control]
+        ctrl = summaries[summaries["arm"] == control]
         for _, s in ctrl.iterrows():
             false += alarm.first_update(rows[rows["run"] == s["run"]].to_dict("records")) is not None
         lo, hi = bootstrap_ci_median(leads)
@@ -182,7 +188,7 @@ def bootstrap_ci_median(
 @dataclasses.dataclass(frozen=True)
 class ScenarioCriteria:
     """What makes a scenario show ISDD (issue: the ISDD scenario), over seeds of the collapsing
-    part and of its control: the median per-seed rise of fresh-episode EM above the base before the
+    arm and of its control: the median per-seed rise of fresh-episode EM above the base before the
     peak (``peak_em - warm_em``) at least ``rise``; a collapse rate at least ``collapse_rate``; a
     median collapse update at least ``onset``; a control collapse rate at most ``control_rate``."""
 
@@ -190,6 +196,39 @@ class ScenarioCriteria:
     collapse_rate: float = 0.75
     onset: float = 20
     control_rate: float = 0.10
+    early: float = 10  # a collapse by this update without a rise is a blow-up (see collapse_kind)
+    decay_frac: float = 0.5  # a run that ends below this share of its low peak decayed (ditto)
+
+
+COLLAPSE_KINDS = ("drift", "early_blowup", "decay_from_low", "none")
+
+
+def collapse_kind(run: Mapping[str, object], criteria: ScenarioCriteria = ScenarioCriteria()) -> str:
+    """How a run ended, from its summary (``collapsed``, ``collapse_step``, ``warm_em``, ``peak_em``,
+    ``final_em``), one of ``COLLAPSE_KINDS``:
+
+    - ``early_blowup``: the detector's collapse by update ``criteria.early`` without a rise of
+      ``criteria.rise``: an optimisation blow-up (the ratio's tail and the likelihood fall within
+      a few Adam steps), not the gradual drift of ISDD;
+    - ``drift``: every other collapse of the detector;
+    - ``decay_from_low``: no collapse to the detector (its peak stayed under the detector's floor,
+      ``trainer.collapse_min_peak``) yet the run ended below ``criteria.decay_frac`` of that peak,
+      as a base near chance decaying to zero does;
+    - ``none``: the run kept its level.
+    """
+    peak, warm, final = (float(run[c]) for c in ("peak_em", "warm_em", "final_em"))  # type: ignore[arg-type]
+    if bool(run["collapsed"]):
+        step = run.get("collapse_step")
+        early = pd.notna(step) and float(step) <= criteria.early  # type: ignore[arg-type]
+        return "early_blowup" if early and peak - warm < criteria.rise else "drift"
+    return "decay_from_low" if final < criteria.decay_frac * peak else "none"
+
+
+def collapse_kinds(summaries: pd.DataFrame, criteria: ScenarioCriteria = ScenarioCriteria()) -> pd.Series:
+    """``collapse_kind`` of every run of ``summaries``."""
+    return pd.Series(
+        [collapse_kind(r, criteria) for r in summaries.to_dict("records")], index=summaries.index, dtype=str
+    )
 
 
 def criteria_table(
@@ -198,13 +237,15 @@ def criteria_table(
     control: str,
     criteria: ScenarioCriteria = ScenarioCriteria(),
 ) -> pd.DataFrame:
-    """Each of ``criteria`` measured on the runs of part ``collapsing`` (several parts: their runs
-    pooled, as samples of one process) and part ``control``: the value [95% CI: bootstrap for
+    """Each of ``criteria`` measured on the runs of arm ``collapsing`` (several arms: their runs
+    pooled, as samples of one process) and arm ``control``: the value [95% CI: bootstrap for
     medians, Wilson for rates] and whether the point value meets it; with the share of seeds that
-    rose by ``criteria.rise`` and the share that rose so, then collapsed."""
+    rose by ``criteria.rise``, the share that rose so, then collapsed, and the runs of each arm by
+    ``collapse_kind`` (early blow-ups and decays from a low start told apart from drift)."""
     pooled = [collapsing] if isinstance(collapsing, str) else list(collapsing)
-    runs = summaries[summaries["part"].isin(pooled)]
-    ctrl = summaries[summaries["part"] == control]
+    summaries = with_arm(summaries)
+    runs = summaries[summaries["arm"].isin(pooled)]
+    ctrl = summaries[summaries["arm"] == control]
     rise = (runs["peak_em"] - runs["warm_em"]).to_numpy(dtype=float)
     collapsed = runs["collapsed"].astype(bool).to_numpy()
     onsets = runs.loc[collapsed, "collapse_step"].to_numpy(dtype=float)
@@ -247,6 +288,15 @@ def criteria_table(
         ("seeds that rose by the rise", "(context)", rate(int(rose.sum()), n), None),
         ("seeds that rose so, then collapsed", "(context)", rate(int((rose & collapsed).sum()), n), None),
     ]
+    labels = {
+        "drift": "drift collapses",
+        "early_blowup": f"early blow-ups (collapsed by update {criteria.early:g}, no rise)",
+        "decay_from_low": "decays from a low start (peak under the detector's floor)",
+    }
+    for arm, frame in (("collapsing arm", runs), ("control", ctrl)):
+        kinds = collapse_kinds(frame, criteria)
+        for kind, label in labels.items():
+            rows.append((f"{arm}: {label}", "(context)", rate(int((kinds == kind).sum()), len(frame)), None))
     met = {True: "yes", False: "no", None: ""}
     return pd.DataFrame(
         [(*r[:3], met[r[3]]) for r in rows], columns=["criterion", "needs", "measured", "met"]
@@ -266,16 +316,17 @@ MECHANISM_SIGNALS = (
 
 def mechanism_table(
     rows: pd.DataFrame,
-    parts: Sequence[str],
+    arms: Sequence[str],
     signals: Sequence[str] = MECHANISM_SIGNALS,
     edges: Sequence[int] = (1, 11, 31, 61, 101, 151),
 ) -> pd.DataFrame:
-    """The mechanism signals by update range (``edges``: [1, 11) is updates 1-10, ...): per part
+    """The mechanism signals by update range (``edges``: [1, 11) is updates 1-10, ...): per arm
     and range, the mean over seeds of each run's mean over the range (NaN updates left out)."""
     missing = [s for s in signals if s not in rows.columns]
     if missing:
         raise ValueError(f"signals={missing}: not logged in these rows")
-    rows = rows[rows["part"].isin(parts) & (rows["update"] >= edges[0]) & (rows["update"] < edges[-1])]
+    rows = with_arm(rows)
+    rows = rows[rows["arm"].isin(arms) & (rows["update"] >= edges[0]) & (rows["update"] < edges[-1])]
     ranges = pd.cut(
         rows["update"],
         list(edges),
@@ -283,8 +334,8 @@ def mechanism_table(
         labels=[f"{a}-{b - 1}" for a, b in itertools.pairwise(edges)],
     )
     per_run = (
-        rows.assign(updates=ranges).groupby(["part", "updates", "run"], observed=True)[list(signals)].mean()
+        rows.assign(updates=ranges).groupby(["arm", "updates", "run"], observed=True)[list(signals)].mean()
     )
-    table = per_run.groupby(["part", "updates"], observed=True).mean().reset_index()
-    table["part"] = pd.Categorical(table["part"], list(parts))
-    return table.sort_values(["part", "updates"]).reset_index(drop=True)
+    table = per_run.groupby(["arm", "updates"], observed=True).mean().reset_index()
+    table["arm"] = pd.Categorical(table["arm"], list(arms))
+    return table.sort_values(["arm", "updates"]).reset_index(drop=True)

@@ -1,5 +1,9 @@
-"""Command line: ``sapo-testbed compare`` (the headline job), ``experiment`` (a study of the paper
-figures), ``sweep``, ``train`` (one run) and ``config`` (prints the resolved config as YAML).
+"""Command line: ``sapo-testbed compare`` (the headline job), ``experiment`` (a study of
+``testbed.studies.CATALOG``), ``report`` (a scenario's criteria, mechanisms and alarms from stored
+runs), ``figures`` (the paper figures and RESULTS.md), ``ladder`` (the scale ladder), ``sweep``,
+``train`` (one run) and ``config`` (prints the resolved config as YAML). The study commands share
+one set of flags: ``--seeds N`` (per arm), ``--smoke`` (tiny size, two seeds), ``--root`` (the
+stores, one per study), ``--workers``.
 
 Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.sapo_tau=0.5``; ``--config
 FILE.yaml`` reads nested fields from a file (``--set`` applies on top). ``--track tensorboard|wandb``
@@ -15,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -22,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError, parse_overrides
-from testbed.scenarios import DEFAULT_SCENARIO
 
 
 def _count(text: str) -> int:
@@ -36,25 +40,52 @@ def _count(text: str) -> int:
     return n
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """An argparse type: seeds by name (``16`` is 0..15, ``1000-1015``, ``3,7,9``)."""
+    from testbed.sweep.spec import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapo-testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="objectives x paired seeds on a scenario: results, table, figure")
     cmp_.add_argument("--objectives", nargs="+", default=["grpo", "sapo"])
-    cmp_.add_argument("--seeds", type=_count, default=16, help="number of seeds (0..N-1)")
-    cmp_.add_argument("--scenario", default=DEFAULT_SCENARIO, help="a named scenario (testbed/scenarios.py)")
+    cmp_.add_argument("--seeds", type=_seeds, default=range(16), help="N (0..N-1), A-B or A,B,C; default 16")
+    cmp_.add_argument("--scenario", default=None, help="a scenario (testbed/studies/scenarios.py)")
+    cmp_.add_argument("--control", action="store_true", help="add GRPO on the scenario's control")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
-    exp = sub.add_parser("experiment", help="a study of the paper figures (testbed/studies)")
+    exp = sub.add_parser("experiment", help="run a study (testbed/studies): its table and figure")
     exp.add_argument("name", help="a study of testbed.studies.CATALOG (an unknown name lists them)")
-    exp.add_argument("--seeds", type=_count, default=None, help="seeds per arm (default: the study's)")
-    exp.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
-    exp.add_argument("--root", type=Path, default=Path("runs/experiments"))
-    exp.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
+    rep = sub.add_parser("report", help="a scenario's criteria, mechanisms and alarms, from stored runs")
+    rep.add_argument("scenario", help="a scenario with a baselines study (an unknown name lists them)")
+    rep.add_argument("--arms", nargs="+", default=["grpo"], help="arms whose runs the criteria pool")
+    rep.add_argument("--tables", nargs="+", default=None, help="criteria, mechanisms, alarms (default: all)")
+    rep.add_argument("--from-seed", type=int, default=0, help="score only seeds >= this one")
+    fig = sub.add_parser("figures", help="the paper figures and RESULTS.md, running any missing run")
+    fig.add_argument("names", nargs="*", help="studies of testbed.studies.CATALOG (default: all)")
+    fig.add_argument("--out", type=Path, default=Path("paper_figures"))
+    fig.add_argument("--only-stored", action="store_true", help="train nothing: draw from the stored runs")
+    lad = sub.add_parser("ladder", help="the scale ladder: Qwen2 policies of growing size, per rung")
+    lad.add_argument("--rungs", nargs="+", default=["0.1m"], help="0.1m, 1m, 10m, 80m")
+    lad.add_argument("--device", default="cpu")
+    lad.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the scenario's)")
+    lad.add_argument("--out", type=Path, default=Path("runs/experiments/ladder"))
+    for p, default in ((exp, None), (rep, 32), (fig, None), (lad, 4)):
+        p.add_argument("--seeds", type=_count, default=default, help="seeds per arm (default: the study's)")
+        p.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
+        p.add_argument("--root", type=Path, default=Path("runs/experiments"), help="the studies' stores")
+        if p is not rep:
+            p.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
     swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
     swp.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=V1,V2")
-    swp.add_argument("--seeds", type=_count, default=None, help="seeds 0..N-1 (overrides the file's)")
+    swp.add_argument("--seeds", type=_seeds, default=None, help="N (0..N-1), A-B or A,B,C (over the file's)")
     swp.add_argument("--out", type=Path, default=Path("runs/sweep"))
     swp.add_argument("--backend", choices=["local", "submitit", "ray"], default="local")
     swp.add_argument("--workers", type=_count, default=None, help="local processes or Ray CPUs")
@@ -78,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--test-data", default=None, help="its held-out questions (task.qa_test_path)")
     one.add_argument("--corpus", default=None, help="Search-R1 corpus JSONL (task.corpus_path)")
     cfg = sub.add_parser("config", help="print the resolved run config as YAML")
+    cfg.add_argument("--explain", action="store_true", help="each field's help as a comment above it")
     for p in (cmp_, one, exp, cfg):
         p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
     for p in (cmp_, swp, one, exp, cfg):
@@ -111,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = {
         "compare": _compare,
         "experiment": _experiment,
+        "report": _report,
+        "figures": _figures,
+        "ladder": _ladder,
         "sweep": _sweep,
         "train": _train,
         "config": _config,
@@ -125,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     except RunsFailed as err:
         parser.exit(1, f"sapo-testbed: {err}\n")
     except KeyboardInterrupt:
+        # a Ctrl-C pressed again while the interpreter shuts down would kill it mid-exit (SIGINT's
+        # default action returns once Python's handler is gone) or print a traceback from atexit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         parser.exit(130, "sapo-testbed: interrupted; finished runs are stored, the same command resumes\n")
 
 
@@ -157,35 +195,83 @@ def _store(root: Path, args: argparse.Namespace):
 
 
 def _config(args: argparse.Namespace) -> None:
-    from testbed.config import with_overrides
+    from testbed.config import explained_yaml, with_overrides
     from testbed.run import RunConfig, config_yaml
 
-    print(config_yaml(with_overrides(RunConfig(), _overrides(args))), end="")
+    cfg = with_overrides(RunConfig(), _overrides(args))
+    print(explained_yaml(cfg) if args.explain else config_yaml(cfg), end="")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from testbed.studies import compare_experiment
+    from testbed.studies import DEFAULT_SCENARIO, compare_experiment
 
-    exp = compare_experiment(args.objectives, range(args.seeds), args.scenario, _overrides(args))
-    for spec in exp.parts.values():
+    scenario = args.scenario or DEFAULT_SCENARIO
+    exp = compare_experiment(args.objectives, args.seeds, scenario, _overrides(args), args.control)
+    for spec in exp.arms.values():
         spec.configs()  # every bad field fails here, before any work
     _run_and_write(exp, _store(args.out, args), args, smoke=False)
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from testbed.studies import CATALOG
+    from testbed.studies import get_study, study_store
     from testbed.sweep.experiment import store_for
 
-    if args.name not in CATALOG:
-        raise ConfigError(f"experiment {args.name!r}: unknown; known: {sorted(CATALOG)}")
-    exp = CATALOG[args.name](args.seeds) if args.seeds else CATALOG[args.name]()
+    exp = get_study(args.name, args.seeds)
     user = _overrides(args)
-    if user:  # under each part's axes, over the study's base
-        parts = {k: dataclasses.replace(v, base={**v.base, **user}) for k, v in exp.parts.items()}
-        exp = dataclasses.replace(exp, parts=parts)
-    for spec in exp.parts.values():
+    if user:  # under each arm's axes, over the study's base
+        arms = {k: dataclasses.replace(v, base={**v.base, **user}) for k, v in exp.arms.items()}
+        exp = dataclasses.replace(exp, arms=arms)
+    for spec in exp.arms.values():
         spec.configs()  # every bad field fails here, before any work
-    _run_and_write(exp, _store(store_for(exp.name, args.root, args.smoke).root, args), args, smoke=args.smoke)
+    root = store_for(study_store(args.name), args.root, args.smoke).root
+    _run_and_write(exp, _store(root, args), args, smoke=args.smoke)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from testbed.studies import stored_scenario_runs
+    from testbed.studies.reports import TABLES, scenario_report
+
+    results = stored_scenario_runs(args.scenario, args.root, args.seeds, args.smoke)
+    print(scenario_report(args.scenario, results, args.arms, args.tables or TABLES, args.from_seed), end="")
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from testbed.studies import CATALOG, get_study, study_store
+    from testbed.studies.figures import results_header
+    from testbed.sweep.experiment import run_experiment, store_for
+
+    names = args.names or list(CATALOG)
+    studies = {name: get_study(name, args.seeds) for name in names}  # an unknown name fails here
+    flags = [*args.names, *(["--seeds", str(args.seeds)] if args.seeds else [])]
+    flags += ["--smoke"] * args.smoke + ["--only-stored"] * args.only_stored
+    lines = results_header(["sapo-testbed figures", *flags])
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, exp in studies.items():
+        store = store_for(study_store(name), args.root, args.smoke)
+        results = run_experiment(exp, store, args.smoke, workers=args.workers, only_stored=args.only_stored)
+        if results.summaries.empty:
+            print(f"{name}: no stored runs, skipped")
+            continue
+        lines += [f"## {exp.description} (`{name}`)", ""]
+        if exp.figure is not None:
+            exp.figure(results.rows, results.summaries, args.out / name)
+            lines += [f"![]({name}.png)", ""]
+        lines += [results.table.to_markdown(index=False, floatfmt=".3g"), ""]
+        print(f"{name}: {len(results.summaries)} runs")
+    reading = args.out / "reading.md"
+    if reading.exists() and not args.smoke:
+        lines += [reading.read_text()]
+    (args.out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote figures and RESULTS.md to {args.out}")
+
+
+def _ladder(args: argparse.Namespace) -> None:
+    from testbed.studies.ladder import run_ladder
+
+    text = run_ladder(
+        args.rungs, args.seeds, args.root, args.out, args.device, args.lr, args.workers, args.smoke
+    )
+    print(text)
 
 
 def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
@@ -210,7 +296,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
     spec = load_spec(args.spec) if args.spec else SweepSpec()
     extra = spec_from_overrides(args.grid, spec.seeds)
-    seeds = range(args.seeds) if args.seeds is not None else spec.seeds
+    seeds = args.seeds if args.seeds is not None else spec.seeds
     spec = dataclasses.replace(
         spec,
         base={**_overrides(args), **spec.base, **extra.base},

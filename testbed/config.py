@@ -15,10 +15,14 @@ import json
 import math
 import numbers
 import reprlib
+import textwrap
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -32,6 +36,12 @@ NONE = ("none", "null")
 _SHORT = reprlib.Repr()  # long values are elided, so errors stay one readable line
 _SHORT.maxstring = _SHORT.maxother = 80
 _SHORT.maxlong = 40
+_SHORT.maxlevel = 2  # a nested value (a YAML alias bomb) shows its first two levels
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, elided to stay short: how an error line shows a value it refuses."""
+    return _SHORT.repr(value)
 
 
 class ConfigError(ValueError):
@@ -74,6 +84,15 @@ def check_range(owner: object, field: str, lo: float, hi: float) -> None:
         fail(owner, field, v, f"must lie in [{lo}, {hi}]")
 
 
+def check_at_most(owner: object, bound: float, *fields: str) -> None:
+    """Raise ConfigError unless each named field is a finite number <= ``bound``: a sane ceiling,
+    above which a value is a typo that would overflow later, far from its field."""
+    for f in fields:
+        v = _finite_number(owner, f)
+        if v > bound:
+            fail(owner, f, v, f"must be <= {bound:g}")
+
+
 def check_choice(owner: object, field: str, choices: Iterable[object]) -> None:
     v = getattr(owner, field)
     choices = tuple(choices)
@@ -102,7 +121,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], _path: str = "") -> C:
     """
     where = _path or cls.__name__
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}={data!r}: expected a mapping of field names to values")
+        raise ConfigError(f"{where}={shown(data)}: expected a mapping of field names to values")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -134,7 +153,8 @@ def coerce(path: str, value: Any, tp: Any) -> Any:
             return from_dict(tp, value, path)
         example = dataclasses.fields(tp)[0].name
         raise ConfigError(
-            f"{path}={value!r}: {path} is a section, not a value; set its fields, e.g. {path}.{example}=..."
+            f"{path}={shown(value)}: {path} is a section, not a value; "
+            f"set its fields, e.g. {path}.{example}=..."
         )
     if origin is tuple:
         return _coerce_tuple(path, value, args)
@@ -225,7 +245,7 @@ def parse_overrides(pairs: Iterable[str], flag: str = "--set") -> dict[str, str]
 
 
 def field_type(cls: type, dotted: str) -> Any:
-    """Declared type of a dotted field, e.g. ``objective.tau``; unknown names fail."""
+    """Declared type of a dotted field, e.g. ``objective.sapo_tau``; unknown names fail."""
     tp: Any = cls
     seen: list[str] = []
     for part in dotted.split("."):
@@ -267,37 +287,131 @@ def field(
     *,
     help: str,
     source: str | None = None,
+    trl: str | None = None,
+    verl: str | None = None,
     default_factory: Any = dataclasses.MISSING,
     keyed_when_set: bool = False,
+    keyed_by_content: bool = False,
 ) -> Any:
     """A config field with its explanation, as TRL's ``GRPOConfig`` documents each of its fields:
-    ``help`` says what it does (units, range, effect); ``source`` where it comes from (a paper,
-    TRL's ``GRPOConfig`` name, a verl key). ``sapo-testbed config --explain`` and ``docs/CONFIG.md``
-    show both. ``keyed_when_set``: see :func:`added_field`."""
-    metadata: dict[str, Any] = {"help": help}
-    if source is not None:
-        metadata["source"] = source
+    ``help`` says what it does (units, range, effect); ``source`` where it comes from (a paper);
+    ``trl`` and ``verl`` name the same knob in TRL's ``GRPOConfig`` and in verl's config, where
+    they have one. ``sapo-testbed config --explain`` and ``docs/CONFIG.md`` show them.
+    ``keyed_when_set``: see :func:`added_field`. ``keyed_by_content``: a path whose content, not
+    its text, enters ``config_hash`` (see :func:`content_digest`)."""
+    extra = {"source": source, "trl": trl, "verl": verl}
+    metadata: dict[str, Any] = {"help": help, **{k: v for k, v in extra.items() if v is not None}}
     if keyed_when_set:
         metadata["keyed_when_set"] = True
+    if keyed_by_content:
+        metadata["keyed_by_content"] = True
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def added_field(default: Any, *, help: str, source: str | None = None) -> Any:
+def added_field(
+    default: Any, *, help: str, source: str | None = None, trl: str | None = None, verl: str | None = None
+) -> Any:
     """A config field added after runs were stored: left out of ``config_hash`` while it holds
     ``default``, so every stored run (and cached base policy) keeps its key."""
-    return field(default, help=help, source=source, keyed_when_set=True)
+    return field(default, help=help, source=source, trl=trl, verl=verl, keyed_when_set=True)
+
+
+def config_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """Every field of a config class as (dotted name, field), sections first and then their own
+    fields in order (``task``, ``task.world``, ``task.world.kind``, ...)."""
+    types_ = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        yield name, f
+        if _is_dataclass_type(types_[f.name]):
+            yield from config_fields(types_[f.name], f"{name}.")
+
+
+def config_sections(cls: type, prefix: str = "") -> Iterator[tuple[str, type]]:
+    """The config class and each config class nested in it, as (dotted prefix, class): ``("",
+    RunConfig)``, ``("task.", TaskConfig)``, ``("task.world.", WorldConfig)``, ..."""
+    yield prefix, cls
+    types_ = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if _is_dataclass_type(types_[f.name]):
+            yield from config_sections(types_[f.name], f"{prefix}{f.name}.")
+
+
+def explained_yaml(cfg: Any, width: int = 100) -> str:
+    """``cfg`` as nested YAML with each field's help (and source) as a comment above it: the
+    same values as plain YAML, so ``--config`` reads it back."""
+    lines: list[str] = []
+    _explain_into(lines, cfg, "", width)
+    return "\n".join(lines) + "\n"
+
+
+def _explain_into(lines: list[str], cfg: Any, indent: str, width: int) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        text = f.metadata.get("help", "")
+        if "source" in f.metadata:
+            text += f" Source: {f.metadata['source']}."
+        lines += textwrap.wrap(text, width, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:")
+            _explain_into(lines, value, indent + "  ", width)
+        else:
+            plain = json.loads(json.dumps(value))  # tuples as lists
+            text = yaml.safe_dump(plain, default_flow_style=True, width=1000).removesuffix("...\n")
+            lines.append(f"{indent}{f.name}: {text.strip()}")
 
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: _plain(getattr(obj, f.name))
+        plain = {
+            f.name: _plain(_keyed_value(f, getattr(obj, f.name)))
             for f in dataclasses.fields(obj)
             if not (f.metadata.get("keyed_when_set") and getattr(obj, f.name) == f.default)
         }
+        storage_key = getattr(obj, "storage_key", None)  # a class may re-key fields whose default moved
+        return plain if storage_key is None else storage_key(plain)
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
     return obj
+
+
+def _keyed_value(f: dataclasses.Field[Any], value: Any) -> Any:
+    """What a field contributes to a key: its value, or for a path keyed by content its digest."""
+    return content_digest(value) if f.metadata.get("keyed_by_content") and value is not None else value
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> digest: one read per process
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
+
+
+def content_digest(path: str) -> str:
+    """``sha256:<hex>`` of a file's bytes, or of a directory's files (each relative path with the
+    digest of its bytes; hidden files and folders, such as download caches, left out), so that a run
+    keyed by it changes when the data or the model changes and not when it moves. ``missing:<path>``
+    when nothing is there (the loader then says so)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return f"sha256:{_file_digest(p)}"
+    if p.is_dir():
+        files = sorted(
+            q
+            for q in p.rglob("*")
+            if q.is_file() and not any(part.startswith(".") for part in q.relative_to(p).parts)
+        )
+        listing = "\n".join(f"{q.relative_to(p).as_posix()} {_file_digest(q)}" for q in files)
+        return f"sha256:{hashlib.sha256(listing.encode()).hexdigest()}"
+    return f"missing:{path}"
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
@@ -311,3 +425,45 @@ def check_seed(owner: object, field: str) -> None:
     v = getattr(owner, field)
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
         fail(owner, field, v, "must be an int in [0, 2**63)")
+
+
+# -- input files: one line naming the file for anything it cannot be -----------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (else the last one wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {shown(key)} written twice", key_node.start_mark
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_text(path: Path | str) -> str:
+    """The UTF-8 text of an input file, or a one-line ConfigError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start})"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
+
+
+def load_yaml(path: Path | str) -> Any:
+    """A YAML input file's content, each key written once, or a one-line ConfigError naming it."""
+    text = read_text(path)
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where})") from err

@@ -6,8 +6,9 @@ update. The signals below are pooled instead: computed once per update over ever
 rollout batch, with r = pi_new / pi_old between the policy after the update and the old log-probs:
 
 - ``pooled_ratio_{p05,p50}_{pos,nonneg}``: ratio quantiles of A > 0 and of A >= 0 tokens.
-- ``pooled_low_ratio_frac_{pos,nonneg}``: share of those tokens with r <= tau (SAPO's tau; the
-  ``nonneg`` share is the one SAPO's penalty acts on).
+- ``pooled_low_ratio_frac_{pos,nonneg}``: share of those tokens with r <= tau (the trainer's
+  ``diag_ratio_threshold``, whatever the objective; at SAPO's own tau the ``nonneg`` share is the
+  one SAPO's penalty acts on).
 - ``collapsed_search_frac`` / ``collapsed_answer_frac``: of the collapsed positive tokens (A > 0,
   r <= tau), the share inside search calls and inside answers (NaN when none collapsed).
 - ``lld_mean_nonneg``: mean change of log-likelihood of A >= 0 responses over the update, the LLD
@@ -20,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from testbed.batch import ANSWER, SEARCH_CALL
+from testbed.objectives.common import quantiles, share
 
 
 def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -35,18 +38,6 @@ def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
         vals = [r[k] for r in rows if k in r and not math.isnan(r[k])]
         out[k] = float(np.mean(vals)) if vals else float("nan")
     return out
-
-
-def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
-    """Quantiles of any number of values (numpy: no size limit, unlike ``torch.quantile``)."""
-    if values.numel() == 0:
-        return [float("nan")] * len(qs)
-    return [float(v) for v in np.quantile(values.double().numpy(), qs)]
-
-
-def _share(selected: torch.Tensor, of: torch.Tensor) -> float:
-    n = int(of.sum())
-    return float((selected & of).sum()) / n if n else float("nan")
 
 
 def isdd_signals(
@@ -64,12 +55,12 @@ def isdd_signals(
     ratio = log_ratio.double().exp()
     out: dict[str, float] = {}
     for name, sel in (("pos", valid & (adv > 0)), ("nonneg", valid & (adv >= 0))):
-        p05, p50 = _quantiles(ratio[sel], (0.05, 0.5))
+        p05, p50 = quantiles(ratio[sel], (0.05, 0.5)).tolist()
         out[f"pooled_ratio_p05_{name}"], out[f"pooled_ratio_p50_{name}"] = p05, p50
-        out[f"pooled_low_ratio_frac_{name}"] = _share(ratio <= tau, sel)
+        out[f"pooled_low_ratio_frac_{name}"] = share(ratio <= tau, sel)
     collapsed = valid & (adv > 0) & (ratio <= tau)
-    out["collapsed_search_frac"] = _share(segment == SEARCH_CALL, collapsed)
-    out["collapsed_answer_frac"] = _share(segment == ANSWER, collapsed)
+    out["collapsed_search_frac"] = share(segment == SEARCH_CALL, collapsed)
+    out["collapsed_answer_frac"] = share(segment == ANSWER, collapsed)
     nonneg = advantages >= 0
     change = (lld * mask).sum(1)[nonneg]
     out["lld_mean_nonneg"] = float(change.mean()) if change.numel() else float("nan")
@@ -135,8 +126,31 @@ class Alarm:
         return None
 
 
-# The default early warning (the ``isdd_alarm`` column), chosen by experiments/isdd_detector.py on
-# the isdd scenario (16 seeds): the likelihood of A >= 0 responses falling by more than one nat per
-# update fired before 8 of 10 GRPO collapses, a median 44 updates ahead, and on 0 of 16 on-policy
-# controls; the ratio-based alarms never fired (the 5th percentile of A > 0 ratios stayed near 0.9).
+# The default early warning (the ``isdd_alarm`` column): the likelihood of A >= 0 responses falling
+# by more than one nat per update, two updates running. ``sapo-testbed report isdd`` measures it
+# against the other alarms; paper_figures/RESULTS.md (claim 4) records how early and how specific.
 ALARM = Alarm("lld_mean_nonneg", -1.0, below=True, patience=2)
+
+
+# -- a loss that is no longer a number ------------------------------------------------------------
+class NonFiniteLoss(FloatingPointError):
+    """A member's loss became NaN or infinite: its run stops, and a sweep records it as failed."""
+
+
+def check_loss(loss: float, step: int, member: Any, trainer: Any) -> None:
+    """Raise NonFiniteLoss unless ``loss`` (of ``member``, a trainer's ``Member``, at optimizer step
+    ``step`` of a trainer configured by ``trainer``) is finite. The message names the update and the
+    likely field: the numeric field of the trainer or the member's objective set furthest above its
+    default (a learning rate or coefficient that overflows)."""
+    if math.isfinite(loss):
+        return
+    suspects = []
+    for section, cfg in (("trainer", trainer), ("objective", member.objective)):
+        for f in dataclasses.fields(cfg):
+            value, default = getattr(cfg, f.name), cast(Any, f.default)
+            numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (value, default))
+            if numbers and value > default:
+                suspects.append((value / default if default > 0 else value, f"{section}.{f.name}={value:g}"))
+    likely = f"; likely {max(suspects)[1]} (furthest above its default)" if suspects else ""
+    update = step // (trainer.epochs * trainer.minibatches) + 1
+    raise NonFiniteLoss(f"the loss became {loss} at update {update} (seed {member.seed}){likely}")

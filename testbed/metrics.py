@@ -33,10 +33,14 @@ METRICS: dict[str, tuple[str, str, str]] = {
         "statistic (mean, min, p05, p50, p95) of r = pi_theta / pi_old over the set's tokens",
         EMPTY,
     ),
-    "low_ratio_frac_pos": ("minibatch", "share of A > 0 tokens with r <= sapo_tau (the ISDD signal)", EMPTY),
+    "low_ratio_frac_pos": (
+        "minibatch",
+        "share of A > 0 tokens with r <= trainer.diag_ratio_threshold (the ISDD signal)",
+        EMPTY,
+    ),
     "low_ratio_frac_nonneg": (
         "minibatch",
-        "share of A >= 0 tokens with r <= sapo_tau (what SAPO acts on)",
+        "share of A >= 0 tokens with r <= trainer.diag_ratio_threshold (what SAPO acts on at that tau)",
         EMPTY,
     ),
     "clip_frac_upper": ("minibatch", "share of tokens with A > 0 and r > 1 + eps_high (PPO clip active)", ""),
@@ -48,9 +52,17 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "sapo_penalty": ("minibatch", "SAPO's conditional KL term before its weight w", ""),
     "sapo_penalized_frac": ("minibatch", "share of tokens SAPO's penalty acts on", ""),
     "llds_penalty": ("minibatch", "LLDS's likelihood-preserving term before its coefficient", ""),
-    "llds_active_frac": ("minibatch", "share of A >= 0 tokens whose likelihood fell (LLDS active)", EMPTY),
-    "tis_truncated_frac": ("minibatch", "share of tokens whose TIS weight hit the cap", ""),
-    "mis_masked_frac": ("minibatch", "share of tokens MIS dropped (rollout/trainer ratio out of range)", ""),
+    "llds_active_frac": (
+        "minibatch",
+        "share of all masked tokens that LLDS's hinge acts on (gated A >= 0 tokens whose likelihood fell)",
+        "0 with no masked token",
+    ),
+    "tis_truncated_frac": ("minibatch", "share of tokens whose TIS weight hit the cap", EMPTY),
+    "mis_masked_frac": (
+        "minibatch",
+        "share of tokens MIS dropped (rollout/trainer ratio out of range)",
+        EMPTY,
+    ),
     "rollout_weight_mean": ("minibatch", "mean TIS/MIS weight pi_old / pi_rollout", ""),
     "rollout_ratio_min": ("minibatch", "smallest pi_old / pi_rollout", ""),
     "rollout_ratio_max": ("minibatch", "largest pi_old / pi_rollout", ""),
@@ -65,7 +77,11 @@ METRICS: dict[str, tuple[str, str, str]] = {
         "p05 / p50 of r = pi_after / pi_old over all A > 0 (pos) or A >= 0 (nonneg) tokens of the update",
         EMPTY,
     ),
-    "pooled_low_ratio_frac_{set}": ("pooled", "share of those tokens with r <= sapo_tau", EMPTY),
+    "pooled_low_ratio_frac_{set}": (
+        "pooled",
+        "share of those tokens with r <= trainer.diag_ratio_threshold",
+        EMPTY,
+    ),
     "collapsed_search_frac": (
         "pooled",
         "of the A > 0 tokens with r <= tau, the share in search calls",
@@ -93,6 +109,54 @@ METRICS: dict[str, tuple[str, str, str]] = {
         "standard error of that EM, sqrt(p (1 - p) / episodes)",
         "absent between points",
     ),
+}
+
+# The record of a finished run (``testbed.run.summarise``; ``ResultStore.summaries()`` adds
+# ``PROVENANCE``), beside its config columns: name -> (meaning, TRL's equivalent, verl's).
+# EM is the sampled evaluation's (``eval_em_sampled``) unless the name says greedy or closed-book.
+SUMMARY: dict[str, tuple[str, str, str]] = {
+    "run": ("the run's key: the hash of its config (`testbed.config.config_hash`)", "", ""),
+    "warm_em": (
+        "EM of the base policy, at update 0",
+        "`eval_reward` before training (TRL does not evaluate at step 0 by itself)",
+        "`val-core/<source>/reward/mean@1` at step 0 (`trainer.val_before_train`)",
+    ),
+    "peak_em": (
+        "highest EM of the run's evaluations",
+        "max of `eval_reward`",
+        "max of `val-core/.../mean@1`",
+    ),
+    "peak_update": ("update of that highest EM (the first, on ties)", "", ""),
+    "final_em": ("EM at the last update", "last `eval_reward`", "last `val-core/.../mean@1`"),
+    "warm_em_greedy": (
+        "greedy EM at update 0",
+        "",
+        "`val-core/.../mean@1` with `val_kwargs.do_sample=False`",
+    ),
+    "final_em_greedy": ("greedy EM at the last update", "", "the same, at the last step"),
+    "final_em_closed_book": ("closed-book EM (random documents) at the last update", "", ""),
+    "max_em_closed_book": (
+        "highest closed-book EM of the run (stays near chance: retrieval matters)",
+        "",
+        "",
+    ),
+    "collapsed": (
+        "EM fell below trainer.collapse_frac x its running peak (a peak >= trainer.collapse_min_peak) "
+        "and stayed there to the end (`diagnostics.detect_collapse`)",
+        "",
+        "",
+    ),
+    "collapse_step": ("first evaluation update of that final stretch; empty unless collapsed", "", ""),
+    "alarm_update": ("update at which `isdd_alarm` first fired; empty if it never did", "", ""),
+}
+PROVENANCE: dict[str, str] = {
+    "package_version": "sapo-testbed's version",
+    "git_commit": "the checkout's commit (empty outside git)",
+    "git_dirty": "tracked files differed from that commit",
+    "torch_version": "torch's version",
+    "torch_threads": "torch threads the run used (results depend on it)",
+    "cpu_capability": "torch's CPU kernel path (e.g. AVX2; results depend on it)",
+    "population_size": "runs trained together with it in one process, as one population",
 }
 
 _FILL = {
@@ -129,6 +193,20 @@ def markdown() -> str:
     lines += [
         f"| `{name}` | {scope} | {meaning} | {nan} |" for name, (scope, meaning, nan) in METRICS.items()
     ]
+    lines += [
+        "",
+        "## Run summaries",
+        "",
+        "One record per finished run (`ResultStore(out).summaries()`, the `train` command's output), "
+        "beside its config columns. EM is the sampled evaluation's (`eval_em_sampled`) unless the "
+        "name says greedy or closed-book. TRL and verl have no run summary: their equivalents are "
+        "the series a summary is read from.",
+        "",
+        "| column | meaning | TRL | verl |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| `{name}` | {meaning} | {trl} | {verl} |" for name, (meaning, trl, verl) in SUMMARY.items()]
+    lines += [f"| `{name}` | provenance: {meaning} |  |  |" for name, meaning in PROVENANCE.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
 import shutil
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,20 @@ import numpy as np
 import torch
 import yaml
 
-from testbed.config import ConfigError, check_seed, config_hash, from_dict, to_dict
+from testbed.config import ConfigError, check_seed, config_hash, field, from_dict, load_yaml, to_dict
 from testbed.diagnostics import ALARM
 from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
+from testbed.io import atomic_path
 from testbed.objectives import ObjectiveConfig
-from testbed.policies import POPULATION_KINDS, Policy, PolicyConfig, build_policy, population_state
-from testbed.tracking import Trackers, flatten, make_tracker
+from testbed.policies import (
+    Policy,
+    PolicyConfig,
+    build_policy,
+    has_members,
+    population_state,
+    resolve_device,
+)
+from testbed.tracking import Trackers, flatten, make_tracker, run_names
 from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
 from testbed.warmstart import WarmStartConfig, base_policy
 
@@ -40,15 +51,37 @@ POLICY_FORMAT = 1  # the layout of policy files (load_policy refuses others)
 class RunConfig:
     """Everything one training run depends on; its hash keys the run's results."""
 
-    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
-    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
-    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
-    warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
-    seed: int = 0
+    task: TaskConfig = field(
+        default_factory=TaskConfig, help="The search task: world, retriever, turns and reward."
+    )
+    policy: PolicyConfig = field(default_factory=PolicyConfig, help="The policy's kind and shape.")
+    objective: ObjectiveConfig = field(
+        default_factory=ObjectiveConfig, help="The objective (loss) and every objective's knobs."
+    )
+    trainer: TrainerConfig = field(
+        default_factory=TrainerConfig, help="The RL loop: batch, optimiser, evaluation, drift."
+    )
+    warm_start: WarmStartConfig = field(
+        default_factory=WarmStartConfig, help="The base policy every RL run of a study starts from."
+    )
+    seed: int = field(
+        0,
+        help="The RL run's seed: its training episodes, sampling and minibatch order (the world and the "
+        "base policy have seeds of their own); in [0, 2**63).",
+        trl="seed",
+    )
 
     def __post_init__(self) -> None:
         check_seed(self, "seed")
+
+    def storage_key(self, plain: dict[str, Any]) -> dict[str, Any]:
+        """What ``config_hash`` keys: ``trainer.diag_ratio_threshold`` unless it equals
+        ``objective.sapo_tau``, the threshold of every run stored before the field existed (those runs
+        keep their keys; a run with another sapo_tau, whose diagnostics now differ, gets a new one)."""
+        trainer = {k: v for k, v in plain["trainer"].items() if k != "diag_ratio_threshold"}
+        if self.trainer.diag_ratio_threshold != self.objective.sapo_tau:
+            trainer["diag_ratio_threshold"] = self.trainer.diag_ratio_threshold
+        return {**plain, "trainer": trainer}
 
 
 # -- populations -------------------------------------------------------------------------------
@@ -84,7 +117,7 @@ def split_populations(
         groups.setdefault(study_key(cfg), []).append(cfg)
     out: list[list[RunConfig]] = []
     for group in groups.values():
-        most = max_members if group[0].policy.kind in POPULATION_KINDS else 1
+        most = max_members if has_members(group[0].policy) else 1
         n = max(-(-len(group) // most), min(min_populations, len(group)))
         out.extend(list(part) for part in np.array_split(np.array(group, dtype=object), n))
     return out
@@ -97,14 +130,49 @@ def core_factory(cfg: RunConfig, world: World) -> Callable[..., TokenSearchBatch
     return functools.partial(core_type, cfg.task, world=world)
 
 
-def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf: Any) -> Trainer:
-    """A Trainer for one population (``cfgs``: its members), its base policy from the cache.
+def default_cache_dir() -> Path:
+    """Where base policies are cached: $SAPO_TESTBED_CACHE or ~/.cache/sapo-testbed."""
+    return Path(os.environ.get("SAPO_TESTBED_CACHE", Path.home() / ".cache" / "sapo-testbed"))
+
+
+def usable_cache_dir(cache_dir: Path | None) -> Path | None:
+    """``cache_dir`` if warm starts can be cached there, else None with a warning (it is optional)."""
+    if cache_dir is None:
+        return None
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as err:
+        warnings.warn(
+            f"warm-start cache {cache_dir} cannot be written ({err.strerror or err}): "
+            "warm starts will be computed and not cached (set SAPO_TESTBED_CACHE to change it)",
+            stacklevel=3,
+        )
+        return None
+    return Path(cache_dir)
+
+
+def cache_folder(cache_dir: Path | str | bool | None) -> Path | None:
+    """The base-policy cache of a call: True, the command line's (``default_cache_dir()``, skipped
+    with a warning when it cannot be written); a folder; None or False, none."""
+    if cache_dir is True:
+        return usable_cache_dir(default_cache_dir())
+    return None if cache_dir is None or cache_dir is False else Path(cache_dir)
+
+
+def build_trainer(
+    cfgs: Sequence[RunConfig], cache_dir: Path | str | bool | None = True, **hf: Any
+) -> Trainer:
+    """A Trainer for one population (``cfgs``: its members), its base policy from the cache
+    (``cache_dir``: see ``cache_folder``; by default the command line's, so a base is trained once).
     ``hf``: for ``policy.kind="hf"``, parts given instead of built (``qa``, ``model``, ``tokenizer``;
     see ``testbed.policies.hf_run.hf_parts``)."""
     check_population(cfgs)
     cfg = cfgs[0]
     members = [Member(c.seed, c.objective) for c in cfgs]
-    if cfg.policy.kind not in POPULATION_KINDS and len(cfgs) != 1:
+    resolve_device(cfg.policy)  # a device this machine lacks fails here, before any work
+    if not has_members(cfg.policy) and len(cfgs) != 1:
         raise ConfigError(f"policy.kind={cfg.policy.kind!r}: no member dimension; one run at a time")
     if cfg.policy.kind == "hf":
         from testbed.policies.hf_run import hf_parts
@@ -113,6 +181,8 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
         return Trainer(cfg.trainer, members, hf_policy, hf_world, hf_make_core)
     if cfg.task.qa_path is not None:
         raise ConfigError(f"task.qa_path={cfg.task.qa_path!r}: data of your own needs policy.kind='hf'")
+    if cfg.task.retriever.url is not None:
+        raise ConfigError(f"task.retriever.url={cfg.task.retriever.url!r}: a server needs policy.kind='hf'")
     world = World(cfg.task.world)
     make_core = core_factory(cfg, world)
     base = base_policy(
@@ -120,9 +190,9 @@ def build_trainer(cfgs: Sequence[RunConfig], cache_dir: Path | None = None, **hf
         make_core,
         cfg.warm_start,
         key={"task": cfg.task, "policy": cfg.policy},
-        cache_dir=cache_dir,
+        cache_dir=cache_folder(cache_dir),
     )
-    if cfg.policy.kind not in POPULATION_KINDS:  # the base itself is the run's policy
+    if not has_members(cfg.policy):  # the base itself is the run's policy
         return Trainer(cfg.trainer, members, base, world, make_core)
     policy = build_policy(cfg.policy, make_core(1), members=len(cfgs))
     policy.load_state_dict(population_state(base.state_dict(), len(cfgs)))
@@ -181,22 +251,40 @@ def save_policy(
     path: Path, cfg: RunConfig, state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
 ) -> None:
     """One run's trained and base weights (one-member states) with its resolved config."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": POLICY_FORMAT, "config": to_dict(cfg), "state": state, "base": base}, tmp)
-    os.replace(tmp, path)  # a killed run leaves the old file or none, never half of one
+    with atomic_path(path) as tmp:  # a killed run leaves the old file or none, never half of one
+        torch.save({"format": POLICY_FORMAT, "config": to_dict(cfg), "state": state, "base": base}, tmp)
 
 
 def load_policy(path: Path | str, base: bool = False) -> tuple[RunConfig, Policy]:
     """The run config and policy saved by ``train_population(save=True)`` (``base``: the
     study's warm-started policy the run started from), rebuilt on the CPU, ready to score or sample."""
-    ckpt = torch.load(path, weights_only=True)
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.EACCES, errno.EISDIR):
+            raise ValueError(f"{path}: not a policy file (truncated, or garbage)") from err
+        raise ValueError(f"{path}: cannot read it ({err.strerror})") from err
+    except Exception as err:  # torch raises a different error for each way a file can be bad
+        raise ValueError(f"{path}: not a policy file (truncated, or garbage: {type(err).__name__})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != POLICY_FORMAT:
         raise ValueError(f"{path}: not a policy file of this version (format {POLICY_FORMAT})")
     cfg = from_dict(RunConfig, ckpt["config"])
-    policy = build_policy(cfg.policy, core_factory(cfg, World(cfg.task.world))(1))
-    policy.load_state_dict(ckpt["base" if base else "state"])
+    on_cpu = dataclasses.replace(cfg.policy, device="cpu")
+    policy = build_policy(on_cpu, core_factory(cfg, World(cfg.task.world))(1))
+    try:
+        policy.load_state_dict(ckpt["base" if base else "state"])
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{path}: its weights do not fit the policy its config describes") from err
     return cfg, policy
+
+
+def evaluate_policy(cfg: RunConfig, policy: Policy, update: int | None = None) -> dict[str, float]:
+    """The evaluation ``cfg``'s run logs at ``update`` (default its last, where its saved policy
+    comes from), of ``policy``: a policy ``load_policy`` rebuilt evaluates to the stored numbers
+    (the evaluation's streams depend only on the seed and the update: ``trainer.eval_streams``)."""
+    world = World(cfg.task.world)
+    trainer = Trainer(cfg.trainer, [Member(cfg.seed, cfg.objective)], policy, world, core_factory(cfg, world))
+    return trainer.evaluate(cfg.trainer.n_updates if update is None else update)[0]
 
 
 def config_yaml(cfg: RunConfig) -> str:
@@ -207,12 +295,7 @@ def config_yaml(cfg: RunConfig) -> str:
 def config_file(path: Path | str) -> dict[str, Any]:
     """A YAML file of (nested) RunConfig fields as dotted overrides: only the fields it names,
     each checked (a bad one fails in one line naming the file and the field)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    data = load_yaml(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: empty, or not a mapping of RunConfig fields")
     try:
@@ -239,17 +322,20 @@ def _trackers(
             for cfg in cfgs:
                 folder = run_folder(runs_dir, cfg)
                 shutil.rmtree(folder, ignore_errors=True)  # a rerun starts clean (no stale events)
-                folder.mkdir(parents=True)
+                folder.mkdir(parents=True, exist_ok=True)
                 (folder / "config.yaml").write_text(config_yaml(cfg))
-                tracker = stack.enter_context(make_tracker(track, folder, f"{config_hash(cfg)}-s{cfg.seed}"))
-                tracker.log_config(to_dict(cfg))
+                name, group = run_names(to_dict(cfg))
+                tracker = stack.enter_context(
+                    make_tracker(track, folder, name, group=group, tensorboard_dir=runs_dir / "tensorboard")
+                )
+                tracker.log_config({"run": config_hash(cfg), **to_dict(cfg)})
                 out.append(tracker)
         yield out
 
 
 def train_population(
     cfgs: Sequence[RunConfig],
-    cache_dir: Path | None = None,
+    cache_dir: Path | str | bool | None = True,
     threads: int | None = 1,
     on_rows: Callable[[list[dict]], None] | None = None,
     track: str | None = None,
@@ -257,7 +343,8 @@ def train_population(
     save: bool = False,
 ) -> list[tuple[list[dict], dict]]:
     """Train a population (configs sharing ``STUDY_FIELDS``) in one process: per member, tidy rows
-    and a summary, exactly as ``train`` gives for each alone. ``threads``: torch threads (pinned,
+    and a summary, exactly as ``train`` gives for each alone. ``cache_dir``: the base policy's cache
+    (see ``cache_folder``; by default the command line's). ``threads``: torch threads (pinned,
     since results depend on it; None keeps the caller's). ``on_rows`` sees each update's member
     rows (update 0 included).
 
@@ -267,7 +354,7 @@ def train_population(
     ``save``, its trained and base weights (``policy.pt``, read by ``load_policy``)."""
     if (track or save) and runs_dir is None:
         raise ConfigError("track and save need runs_dir, the folder the runs' files go to")
-    if save and cfgs and cfgs[0].policy.kind not in POPULATION_KINDS:
+    if save and cfgs and not has_members(cfgs[0].policy):
         raise ConfigError(
             f"save: policy.kind={cfgs[0].policy.kind!r} models are saved with their save_pretrained"
         )
@@ -275,7 +362,13 @@ def train_population(
         trainer = build_trainer(cfgs, cache_dir)
         base = member_state(trainer.policy.state_dict(), 0) if save else {}  # every member starts here
 
-        def report(rows: list[dict]) -> None:
+        seen: list[list[dict]] = [[] for _ in cfgs]
+
+        def report(new: list[dict]) -> None:
+            for history, row in zip(seen, new, strict=True):
+                history.append(row)
+            # the alarm as it stands at this update, as the stored rows hold it
+            rows = [{**h[-1], "isdd_alarm": ALARM.fired(h)[-1]} for h in seen]
             for tracker, row in zip(trackers, rows, strict=False):
                 tracker.log_row(int(row["update"]), row)
             if on_rows:
@@ -291,7 +384,7 @@ def train_population(
 
 
 def train(
-    cfg: RunConfig, cache_dir: Path | None = None, threads: int | None = 1, **options: Any
+    cfg: RunConfig, cache_dir: Path | str | bool | None = True, threads: int | None = 1, **options: Any
 ) -> tuple[list[dict], dict]:
     """Train one run; returns its tidy rows and summary record (``options``: see ``train_population``)."""
     return train_population([cfg], cache_dir, threads, **options)[0]

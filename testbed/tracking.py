@@ -5,15 +5,22 @@ A ``Tracker`` takes the resolved config once (``log_config``), one row of metric
 (``rows.csv`` appended row by row as the run goes, ``rows.parquet`` written at close) and adds
 TensorBoard or Weights & Biases on request:
 
-    tracker = make_tracker("tensorboard", run_dir, run_name=f"{config_hash}-s{seed}")
+    name, group = run_names(config_dict)       # e.g. "sapo-1a2b3c4d5e6f-s3", "sapo-1a2b3c4d5e6f"
+    tracker = make_tracker("tensorboard", run_dir, name, group=group, tensorboard_dir=logdir)
     tracker.log_config(config_dict)
     for row in rows:
         tracker.log_row(row["update"], row)
     tracker.close()
 
-Files under ``run_dir``: ``rows.csv``, ``rows.parquet``, ``tensorboard/`` (event files) and
-``wandb/`` (W&B's run folders). W&B runs offline unless ``WANDB_MODE`` says otherwise (offline runs
-upload later with ``wandb sync run_dir/wandb/offline-run-*``).
+A run's name is ``<objective>-<setting>-s<seed>``, ``<setting>`` being the hash of its config
+without the seed: the seeds of one setting sort together in TensorBoard's run list and form one
+W&B group. Files under ``run_dir``: ``rows.csv``, ``rows.parquet`` and ``wandb/`` (W&B's run
+folders); TensorBoard's events go to ``tensorboard_dir/<name>/`` (default ``run_dir/tensorboard``),
+so that ``tensorboard --logdir tensorboard_dir`` lists the runs by name (``testbed.run`` uses one
+``tensorboard/`` folder beside the run folders). W&B runs offline unless ``WANDB_MODE`` says
+otherwise (upload later with ``wandb sync run_dir/wandb/offline-run-*``); its project and entity
+come from the arguments, else ``WANDB_PROJECT`` (default ``sapo-testbed``) and ``WANDB_ENTITY``;
+its group is ``WANDB_RUN_GROUP`` if set, else the one given (``testbed.run``: the run's setting).
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ import csv
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 import pandas as pd
+
+from testbed.config import config_hash
+from testbed.io import atomic_path
 
 KINDS = (None, "tensorboard", "wandb")
 
@@ -50,6 +61,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def run_names(config: Mapping[str, Any]) -> tuple[str, str]:
+    """(run name, group) of a run's resolved config (nested dict): ``<objective>-<setting>-s<seed>``
+    and ``<objective>-<setting>``, ``<setting>`` the hash of every field but the seed."""
+    setting = config_hash({k: v for k, v in config.items() if k != "seed"})
+    group = f"{config['objective']['name']}-{setting}"
+    return f"{group}-s{config['seed']}", group
 
 
 def scalars(row: Mapping[str, Any]) -> dict[str, float]:
@@ -109,13 +128,14 @@ class TableWriter:
             return
         self._file.close()
         self._file = None
-        tmp = self.parquet_path.with_suffix(".parquet.tmp")
-        self.frame().to_parquet(tmp, index=False)
-        os.replace(tmp, self.parquet_path)
+        with atomic_path(self.parquet_path) as tmp:
+            self.frame().to_parquet(tmp, index=False)
 
 
 class TensorBoardTracker:
-    """Scalars per row under their own names; the config as a Markdown table of hyperparameters."""
+    """Scalars per row under their own names; the config as a Markdown table of hyperparameters.
+    ``log_dir`` is the run's own folder of events (TensorBoard names the run by it); a rerun
+    replaces its events rather than adding a second curve to each chart."""
 
     def __init__(self, log_dir: Path | str) -> None:
         try:
@@ -124,6 +144,7 @@ class TensorBoardTracker:
             raise ImportError(
                 "track=tensorboard needs the tensorboard package: pip install 'sapo-testbed[track]'"
             ) from e
+        shutil.rmtree(log_dir, ignore_errors=True)
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_config(self, config: Mapping[str, Any]) -> None:
@@ -139,18 +160,29 @@ class TensorBoardTracker:
 
 
 class WandbTracker:
-    """A W&B run named ``run_name``; offline unless ``mode`` or ``WANDB_MODE`` says otherwise."""
+    """A W&B run named ``run_name``; offline unless ``mode`` or ``WANDB_MODE`` says otherwise.
+    ``project`` and ``entity``: given, else ``WANDB_PROJECT`` (default ``sapo-testbed``) and
+    ``WANDB_ENTITY`` (W&B's default); ``group``: ``WANDB_RUN_GROUP`` if set, else as given."""
 
     def __init__(
-        self, run_dir: Path | str, run_name: str, project: str = "sapo-testbed", mode: str | None = None
+        self,
+        run_dir: Path | str,
+        run_name: str,
+        project: str | None = None,
+        mode: str | None = None,
+        entity: str | None = None,
+        group: str | None = None,
     ) -> None:
         try:
             import wandb
         except ImportError as e:
             raise ImportError("track=wandb needs the wandb package: pip install 'sapo-testbed[track]'") from e
         Path(run_dir).mkdir(parents=True, exist_ok=True)
+        env = os.environ.get
         self.run = wandb.init(
-            project=project,
+            project=project or env("WANDB_PROJECT") or "sapo-testbed",
+            entity=entity or env("WANDB_ENTITY"),
+            group=env("WANDB_RUN_GROUP") or group,
             name=run_name,
             dir=str(run_dir),
             # a mode of the user's (or WANDB_MODE), which wandb itself checks against its Literal
@@ -194,15 +226,24 @@ class Trackers:
 
 
 def make_tracker(
-    kind: str | None, run_dir: Path | str, run_name: str, project: str = "sapo-testbed"
+    kind: str | None,
+    run_dir: Path | str,
+    run_name: str,
+    project: str | None = None,
+    *,
+    entity: str | None = None,
+    group: str | None = None,
+    tensorboard_dir: Path | str | None = None,
 ) -> Trackers:
-    """The streamed table under ``run_dir``, plus TensorBoard or W&B when ``kind`` names one."""
+    """The streamed table under ``run_dir``, plus TensorBoard (events in
+    ``tensorboard_dir/run_name``, default ``run_dir/tensorboard``) or W&B (``project``, ``entity``,
+    ``group``: see ``WandbTracker``) when ``kind`` names one."""
     if kind not in KINDS:
         raise ValueError(f"track: expected one of {KINDS}, got {kind!r}")
     run_dir = Path(run_dir)
     trackers: list[Tracker] = [TableWriter(run_dir)]
     if kind == "tensorboard":
-        trackers.append(TensorBoardTracker(run_dir / "tensorboard"))
+        trackers.append(TensorBoardTracker(Path(tensorboard_dir or run_dir / "tensorboard") / run_name))
     elif kind == "wandb":
-        trackers.append(WandbTracker(run_dir, run_name, project))
+        trackers.append(WandbTracker(run_dir, run_name, project, entity=entity, group=group))
     return Trackers(trackers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from tiny import tiny
@@ -51,8 +53,8 @@ def test_train_population_saves_trained_and_base_policies(tmp_path) -> None:
     more = {"policy.kind": "tabular", "trainer.n_updates": 3, "trainer.questions_per_batch": 16}
     cfgs = [with_overrides(c, more) for c in _population()]
     train_population(cfgs, runs_dir=tmp_path, save=True)
-    trained = [load_policy(tmp_path / config_hash(c) / "policy.pt")[1] for c in cfgs]
-    bases = [load_policy(tmp_path / config_hash(c) / "policy.pt", base=True)[1] for c in cfgs]
+    trained: list[Any] = [load_policy(tmp_path / config_hash(c) / "policy.pt")[1] for c in cfgs]  # tabular
+    bases: list[Any] = [load_policy(tmp_path / config_hash(c) / "policy.pt", base=True)[1] for c in cfgs]
     torch.testing.assert_close(bases[0].logits, bases[1].logits)  # one start for the population
     assert not torch.equal(trained[0].logits, bases[0].logits)  # and training moved each member
     assert not torch.equal(trained[0].logits, trained[1].logits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -15,7 +16,7 @@ from testbed.sweep import ResultStore, executors, runner, submitit_parameters
 TINY = ["policy.kind=tabular", "warm_start.steps=0", "trainer.n_updates=2", "trainer.eval_every=1"]
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+def _run(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     out, err = capsys.readouterr()
@@ -86,17 +87,37 @@ def test_bad_input_ends_with_one_line_before_any_work(
 
 
 @pytest.mark.parametrize(
-    ("argv", "option"),
+    ("argv", "message"),
     [
-        (["compare", "--seeds", "0"], "--seeds"),
-        (["compare", "--workers", "-1"], "--workers"),
-        (["sweep", "--workers", "0"], "--workers"),
-        (["sweep", "--seeds", "x"], "--seeds"),
+        (["experiment", "nope"], "config error: study 'nope': unknown; known: ['drift_phase', 'family',"),
+        (["figures", "family", "nope"], "config error: study 'nope': unknown; known: ['drift_phase',"),
+        (["report", "nope"], "config error: scenario='nope': no baselines study; known: ['isdd',"),
+        (["compare", "--scenario", "nope"], "config error: scenario='nope': unknown; known: ['defaults',"),
+        (["ladder", "--rungs", "2m"], "config error: rung='2m': unknown; known: ['0.1m', '1m', '10m',"),
+        (["experiment", "family", "--set", "trainer.lr=0"], "error: TrainerConfig.lr=0.0: must be > 0"),
     ],
 )
-def test_counts_must_be_positive(argv: list[str], option: str, capsys) -> None:
+def test_study_commands_name_a_bad_input_in_one_line(
+    argv: list[str], message: str, tmp_path: Path, capsys, no_runs
+) -> None:
+    code, out, err = _run([*argv, *([] if argv[0] == "compare" else ["--root", str(tmp_path)])], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "--seeds", "0"], "--seeds: seeds '0': expected a count N"),
+        (["compare", "--workers", "-1"], "--workers: expected an integer >= 1"),
+        (["sweep", "--workers", "0"], "--workers: expected an integer >= 1"),
+        (["sweep", "--seeds", "x"], "--seeds: seeds 'x': expected a count N"),
+    ],
+)
+def test_counts_must_be_positive(argv: list[str], message: str, capsys) -> None:
     code, _, err = _run(argv, capsys)
-    assert code == 2 and f"argument {option}: expected an integer >= 1" in err
+    assert code == 2 and f"argument {message}" in err
 
 
 def test_a_rerun_says_cached_and_force_redoes(tmp_path: Path, capsys, monkeypatch, in_process) -> None:
@@ -147,9 +168,9 @@ def test_slurm_values_are_typed() -> None:
 
 def test_submitit_without_slurm_says_it_runs_locally(tmp_path: Path, recwarn) -> None:
     pytest.importorskip("submitit")
-    params = submitit_parameters(["timeout_min=60"])  # the README's example
+    params = submitit_parameters(["timeout_min=60"])  # docs/STUDIES.md's example
     executor = executors.make_executor("submitit", folder=tmp_path, **params)
-    if executor._ex.cluster == "slurm":
+    if cast(Any, executor)._ex.cluster == "slurm":
         pytest.skip("a SLURM cluster is here")
     assert any("no SLURM cluster found" in str(w.message) for w in recwarn)
     recwarn.clear()

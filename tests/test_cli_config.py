@@ -11,17 +11,18 @@ import pytest
 import yaml
 
 from testbed import cli
-from testbed.config import config_hash, from_dict, with_overrides
+from testbed.config import config_hash, from_dict, to_dict, with_overrides
 from testbed.run import RunConfig, load_policy
 from testbed.sweep import ResultStore, runner
+from testbed.tracking import run_names
 
 TINY = ["policy.kind=tabular", "warm_start.steps=0", "trainer.n_updates=2", "trainer.eval_every=1"]
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+def _cli(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
     try:
         cli.main(argv)
-        code = 0
+        code: int | str | None = 0
     except SystemExit as exit_:
         code = exit_.code
     out, err = capsys.readouterr()
@@ -85,6 +86,7 @@ def test_train_from_a_config_file_tracks_streams_and_saves(tmp_path: Path, capsy
     streamed = pd.read_parquet(folder / "rows.parquet")
     assert streamed["update"].tolist() == [0, 1, 2]  # update 0 included
     assert streamed["train_reward"].tolist()[1:] == store.rows([key])["train_reward"].tolist()[1:]
-    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    (events,) = (store.runs / "tensorboard").glob("*/events.out.tfevents.*")  # one run, by its name
+    assert events.parent.name == run_names(to_dict(cfg))[0]
     loaded_cfg, _ = load_policy(folder / "policy.pt")
     assert config_hash(loaded_cfg) == key

@@ -3,6 +3,8 @@ rewards, scripted agents through the episode driver."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -135,7 +137,7 @@ def test_retriever_recall_knob() -> None:
 
 
 def _play(tokens: list[int], task: TaskConfig = TASK, episode: int = 0):
-    env = gym.make(TOKENS, config=task).unwrapped
+    env = _env(TOKENS, task)
     env.reset(seed=0, options={"episode": episode})
     out = None
     for t in tokens:
@@ -145,13 +147,18 @@ def _play(tokens: list[int], task: TaskConfig = TASK, episode: int = 0):
     return env, out
 
 
+def _env(env_id: str, config: TaskConfig) -> Any:
+    """The environment itself (gymnasium's ``make`` is typed as returning a bare ``Env``)."""
+    return gym.make(env_id, config=config).unwrapped
+
+
 def _words(env, text: str) -> list[int]:
     return [env.core.vocab.ids[w] for w in text.split()]
 
 
 @pytest.mark.parametrize("task", [TASK, FIXED])
 def test_a_correct_episode_scores_one(task: TaskConfig) -> None:
-    env = gym.make(TOKENS, config=task).unwrapped
+    env = _env(TOKENS, task)
     env.reset(seed=0, options={"episode": 4})
     w, ep = env.core.world, env.core.ep
     e = int(ep.start[0])
@@ -197,7 +204,7 @@ def test_out_of_vocabulary_action_is_malformed_and_shown_as_invalid(action: int)
 
 @pytest.mark.parametrize("env_id", [TOKENS, TABULAR])
 def test_env_refuses_steps_after_the_end_and_non_integer_actions(env_id: str) -> None:
-    env = gym.make(env_id, config=TASK).unwrapped
+    env = _env(env_id, TASK)
     env.reset(seed=0)
     for bad in (3.7, "3", None):
         with pytest.raises(ValueError, match="action="):
@@ -212,7 +219,7 @@ def test_env_refuses_steps_after_the_end_and_non_integer_actions(env_id: str) ->
 
 
 def test_env_episode_option_is_checked() -> None:
-    env = gym.make(TOKENS, config=FIXED).unwrapped
+    env = _env(TOKENS, FIXED)
     for bad in (-1, 10**6, "3"):
         with pytest.raises(ValueError, match="episode"):
             env.reset(options={"episode": bad})
@@ -220,21 +227,21 @@ def test_env_episode_option_is_checked() -> None:
         env.reset(options={"split": "held-out"})
     assert env.reset(options={"split": "eval"})[1]["episode"] in set(env.core.world.held_out)
     assert env.decode(env.encode("<search> e1 r2 </search>")) == "<search> e1 r2 </search>"
-    tab = gym.make(TABULAR, config=TASK).unwrapped
+    tab = _env(TABULAR, TASK)
     state, _ = tab.reset(seed=0)
     assert tab.encode(**tab.decode(state)) == state
 
 
 def test_answer_before_search_when_disallowed() -> None:
     task = TaskConfig(require_search=True)
-    env = gym.make(TOKENS, config=task).unwrapped
+    env = _env(TOKENS, task)
     env.reset(seed=0)
     info = env.step(env.core.vocab.answer_open)[4]
     assert info["invalid"] == 1
 
 
 def test_format_penalty_and_max_turns() -> None:
-    env = gym.make(TOKENS, config=TASK).unwrapped
+    env = _env(TOKENS, TASK)
     env.reset(seed=0)
     close = env.core.vocab.search_close
     results = [env.step(close) for _ in range(4)]
@@ -245,7 +252,7 @@ def test_format_penalty_and_max_turns() -> None:
 
 def test_f1_reward_gives_partial_credit() -> None:
     task = TaskConfig(reward="f1", max_answer_len=2)
-    env = gym.make(TOKENS, config=task).unwrapped
+    env = _env(TOKENS, task)
     env.reset(seed=0, options={"episode": 0})
     gold = int(env.core.ep.answer[0])
     wrong = (gold + 1) % 24
@@ -259,7 +266,7 @@ def test_arbitrary_token_sequences(actions: list[int], seed: int) -> None:
     """Never raise, never exceed max turns, rewards in range, env tokens flagged, replays match."""
 
     def play():
-        env = gym.make(TOKENS, config=TASK).unwrapped
+        env = _env(TOKENS, TASK)
         obs, _ = env.reset(seed=seed)
         trace, agent_tokens = [], []
         for a in actions:
@@ -282,7 +289,7 @@ def test_arbitrary_token_sequences(actions: list[int], seed: int) -> None:
 @given(actions=st.lists(st.integers(-2, 9), min_size=1, max_size=20), seed=st.integers(0, 2**16))
 def test_arbitrary_tabular_actions(actions: list[int], seed: int) -> None:
     def play():
-        env = gym.make(TABULAR, config=TASK).unwrapped
+        env = _env(TABULAR, TASK)
         env.reset(seed=seed)
         trace = []
         for a in actions:

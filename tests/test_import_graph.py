@@ -12,11 +12,18 @@ ROOT = Path(testbed.__file__).parent
 
 # Floors, lowest first: a module may import from its own floor or those below, never above.
 FLOORS = (
-    ("testbed.config", "testbed.batch", "testbed.kl", "testbed.aggregation", "testbed.advantages"),
+    (
+        "testbed.config",
+        "testbed.io",
+        "testbed.batch",
+        "testbed.kl",
+        "testbed.aggregation",
+        "testbed.advantages",
+    ),
     ("testbed.envs", "testbed.objectives", "testbed.metrics"),
     ("testbed.policies", "testbed.diagnostics", "testbed.rollout", "testbed.analysis"),
     ("testbed.trainer", "testbed.warmstart", "testbed.tracking", "testbed.testing"),
-    ("testbed.run", "testbed.scenarios", "testbed.sweep"),
+    ("testbed.run", "testbed.sweep", "testbed.config_doc"),
     ("testbed.studies", "testbed.integrations"),
     ("testbed.cli",),
 )
@@ -87,3 +94,12 @@ def test_no_import_circle() -> None:
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_every_study_has_its_alias_script() -> None:
+    from testbed.studies import CATALOG
+
+    aliases = ROOT.parent / "experiments"
+    assert sorted(p.stem for p in aliases.glob("*.py")) == sorted(CATALOG)
+    for name in CATALOG:
+        assert f'main(["experiment", "{name}", *sys.argv[1:]])' in (aliases / f"{name}.py").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
@@ -113,7 +115,7 @@ class _Scripted(PolicyAgent):
 
 def test_hf_policy_trains_in_our_trainer() -> None:
     trainer = build_trainer([with_overrides(RunConfig(), SMALL)])
-    core = trainer.cores.cores[0]
+    core: Any = trainer.cores.cores[0]  # the text task's core
     tokenizer = core.task.tokenizer
     # retrieved tokens are never in the loss: a scripted search guarantees there are some
     agent = _Scripted(trainer.policy, tokenizer, "<search> e1 r0 </search> <answer> e2 </answer>")
@@ -162,7 +164,7 @@ def test_lora_policy_trains_only_adapters() -> None:
     trainer = build_trainer([with_overrides(RunConfig(), {**SMALL, "policy.lora": "true"})])
     batch = trainer.collect()
     batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1])
-    named = dict(trainer.policy.named_parameters())
+    named = dict(cast(torch.nn.Module, trainer.policy).named_parameters())
     before = {k: p.detach().clone() for k, p in named.items()}
     trainer.update(batch)
     changed = {k for k, p in named.items() if not torch.equal(before[k], p)}

@@ -14,7 +14,7 @@ import torch
 from tiny import tiny
 
 from testbed.config import ConfigError, added_field, config_hash
-from testbed.envs import World
+from testbed.envs import TokenSearchBatch, World
 from testbed.policies import build_policy
 from testbed.run import build_trainer, core_factory, split_populations, train
 from testbed.studies.ladder import RUNGS, ladder, n_parameters, rollout_mismatch, rung_overrides
@@ -45,16 +45,19 @@ def test_qwen2_policy_samples_and_scores_the_simulated_task() -> None:
     policy = build_policy(cfg.policy, core)
     state = policy.start(3)
     logits = policy.next_logits(torch.zeros(3, dtype=torch.long), state)
-    assert logits.shape == (3, core.vocab.size)
+    assert isinstance(core, TokenSearchBatch) and logits.shape == (3, core.vocab.size)
+    assert build_policy(cfg.policy, core, members=2).members == 2
     with pytest.raises(ValueError, match="no member dimension"):
-        build_policy(cfg.policy, core, members=2)
+        build_policy(dataclasses.replace(cfg.policy, engine="hf"), core, members=2)
 
 
-def test_qwen2_runs_are_populations_of_one() -> None:
+def test_qwen2_runs_are_populations_and_the_hf_engines_populations_of_one() -> None:
     cfgs = [qwen2(seed=str(s)) for s in range(3)]
-    assert [len(p) for p in split_populations(cfgs, 16)] == [1, 1, 1]
+    assert [len(p) for p in split_populations(cfgs, 16)] == [3]
+    hf = [qwen2(seed=str(s), **{"policy.engine": "hf"}) for s in range(3)]
+    assert [len(p) for p in split_populations(hf, 16)] == [1, 1, 1]
     with pytest.raises(ConfigError, match="one run at a time"):
-        build_trainer(cfgs)
+        build_trainer(hf)
 
 
 def test_qwen2_run_is_deterministic() -> None:
@@ -94,7 +97,7 @@ def test_added_fields_keep_stored_keys_at_their_default() -> None:
     @dataclasses.dataclass(frozen=True)
     class New:
         a: int = 1
-        b: int = added_field(0)
+        b: int = added_field(0, help="a field added after runs were stored")
 
     assert config_hash(New()) == config_hash(Old())
     assert config_hash(New(b=2)) != config_hash(Old())
@@ -112,7 +115,7 @@ def test_bf16_rollouts_mismatch_more_than_fp16() -> None:
 def test_ladder_experiment_pairs_grpo_and_sapo_per_rung() -> None:
     exp = ladder("10m", seeds=3, device="cpu")
     parts = exp.at_size(smoke=False)
-    assert set(parts) == {"grpo", "sapo", "grpo_control"} and exp.reference == {"part": "grpo"}
+    assert set(parts) == {"grpo", "sapo", "grpo_control"} and exp.reference == {"arm": "grpo"}
     cfgs = [c for spec in parts.values() for c in spec.configs()]
     assert {c.seed for c in cfgs} == {0, 1, 2}
     steps = {label: {c.trainer.minibatches for c in spec.configs()} for label, spec in parts.items()}
@@ -121,8 +124,8 @@ def test_ladder_experiment_pairs_grpo_and_sapo_per_rung() -> None:
 
 
 def test_the_qwen2_scenario_is_the_small_rung_at_lr_1e3() -> None:
-    from testbed.scenarios import get_scenario
     from testbed.studies.compare import compare_experiment
+    from testbed.studies.scenarios import get_scenario
 
     # the same configs, so the scenario and the ladder share stored runs
     rung = ladder("0.1m", seeds=2, lr=1e-3).at_size(smoke=False)
@@ -136,14 +139,12 @@ def test_the_qwen2_scenario_is_the_small_rung_at_lr_1e3() -> None:
 
 
 def test_ladder_script_runs_at_smoke_size(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    script = root / "experiments" / "scale_ladder.py"
-    cmd = [sys.executable, str(script), "--smoke", "--rungs", "0.1m", "--workers", "2"]
+    cmd = [sys.executable, "-m", "testbed.cli", "ladder", "--smoke", "--rungs", "0.1m", "--workers", "2"]
     cmd += ["--root", str(tmp_path), "--out", str(tmp_path / "out")]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     table = pd.read_csv(tmp_path / "out" / "ladder.csv")
-    # at smoke size GRPO and its control coincide (the smoke size sets the minibatches): one part
-    assert {"sapo", "grpo_control"} <= set(table["part"]) and set(table["rung"]) == {"0.1m"}
+    # at smoke size GRPO and its control coincide (the smoke size sets the minibatches): one arm
+    assert {"sapo", "grpo_control"} <= set(table["arm"]) and set(table["rung"]) == {"0.1m"}
     mismatch = pd.read_csv(tmp_path / "out" / "ladder_mismatch.csv")
     assert set(mismatch["dtype"]) == {"bfloat16", "float16"}
     assert (tmp_path / "out" / "ladder.png").exists() and (tmp_path / "out" / "ladder.md").exists()

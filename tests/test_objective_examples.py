@@ -96,7 +96,7 @@ def test_hand_computed_metrics() -> None:
     assert m["ratio_min_all"] == pytest.approx(0.5)
     assert m["ratio_mean_pos"] == pytest.approx(1.0)
     assert m["ratio_mean_neg"] == pytest.approx(2.55)
-    assert m["low_ratio_frac_pos"] == pytest.approx(0.5)  # r = 0.5 <= sapo_tau = 0.8
+    assert m["low_ratio_frac_pos"] == pytest.approx(0.5)  # r = 0.5 <= the diagnostics' 0.8
     assert m["low_ratio_frac_nonneg"] == pytest.approx(0.5)
     assert m["clip_frac_upper"] == pytest.approx(0.25)  # A > 0, r = 1.5 > 1.2
     assert m["clip_frac_lower"] == 0.0
@@ -129,13 +129,27 @@ def test_hand_computed_clip_cov_count_is_share_of_all_tokens() -> None:
 
 
 def test_hand_computed_llds() -> None:
-    # A >= 0 row: log pi_old - log pi = -log r = [-log 1.5, log 2]: the hinge keeps log 2; N = 2.
+    # A >= 0 row: log pi_old - log pi = -log r = [-log 1.5, log 2], summed log(4/3) > 0: the gate is
+    # open; the hinge keeps log 2; N = 4, every masked token (the authors' masked mean).
     cfg = ObjectiveConfig(name="llds", llds_coef=0.5)
     loss, metrics = get_objective("llds")(LOG_PROBS, OLD, ADV, MASK, config=cfg)
-    assert metrics["llds_penalty"] == pytest.approx(math.log(2.0) / 2)
-    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 0.5 * math.log(2.0) / 2)
+    assert metrics["llds_penalty"] == pytest.approx(math.log(2.0) / 4)
+    assert float(loss) == pytest.approx(sum(EXPECTED["grpo"]) / 4 + 0.5 * math.log(2.0) / 4)
     assert metrics["llds_active_frac"] == pytest.approx(0.25)
     assert metrics["pg_loss"] == pytest.approx(sum(EXPECTED["grpo"]) / 4)
+
+
+@pytest.mark.parametrize(("gate", "penalty"), [("action", 0.5 / 5), ("response", 0.0), ("token", 1.0 / 5)])
+def test_hand_computed_llds_gates(gate: str, penalty: float) -> None:
+    # One A > 0 response, a masked tool result at t = 2 splitting it into two actions, and an A < 0
+    # response of one token. Drops log pi_old - log pi: action 1 sums 0.5 - 1.2 < 0 (closed),
+    # action 2 sums 0.3 + 0.2 > 0 (open), the response sums -0.2 (closed). N = 5 masked tokens.
+    drop = torch.tensor([[0.5, -1.2, 9.0, 0.3, 0.2], [2.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    lp = torch.full_like(drop, -1.0)
+    mask = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.float64)
+    cfg = ObjectiveConfig(name="llds", llds_gate=gate)
+    _, metrics = get_objective("llds")(lp, lp + drop, torch.tensor([1.0, -1.0]).double(), mask, config=cfg)
+    assert metrics["llds_penalty"] == pytest.approx(penalty)
 
 
 # Rollout engine log-probs: rho = pi_old / pi_rollout = [[3, 1], [0.25, 1.5]].
@@ -166,3 +180,43 @@ def test_hand_computed_mis() -> None:
         sum(w * g for w, g in zip(weights, EXPECTED["grpo"], strict=True)) / 4
     )
     assert metrics["mis_masked_frac"] == pytest.approx(0.5)
+
+
+def test_hand_computed_sequence_level_mismatch() -> None:
+    # per response, rho = 3 * 1 = 3 and 0.25 * 1.5 = 0.375 on every token
+    seq = ObjectiveConfig(name="tis", rollout_is_level="sequence")
+    loss, _ = get_objective("tis")(LOG_PROBS, OLD, ADV, MASK, config=seq, rollout_log_probs=ROLLOUT)
+    weights = [2.0, 2.0, 0.375, 0.375]  # min(rho, 2)
+    assert float(loss) == pytest.approx(
+        sum(w * g for w, g in zip(weights, EXPECTED["grpo"], strict=True)) / 4
+    )
+    seq = ObjectiveConfig(name="mis", rollout_is_level="sequence", mis_low=0.0, mis_high=2.0)
+    loss, metrics = get_objective("mis")(LOG_PROBS, OLD, ADV, MASK, config=seq, rollout_log_probs=ROLLOUT)
+    weights = [0.0, 0.0, 0.375, 0.375]  # the first response's 3 > 2 drops it whole; no lower bound
+    assert float(loss) == pytest.approx(
+        sum(w * g for w, g in zip(weights, EXPECTED["grpo"], strict=True)) / 4
+    )
+    assert metrics["mis_masked_frac"] == pytest.approx(0.5)
+
+
+def test_mis_default_band_is_icepops() -> None:
+    cfg = ObjectiveConfig(name="mis")
+    assert (cfg.mis_low, cfg.mis_high, cfg.rollout_is_level) == (0.5, 5.0, "token")
+    assert (ObjectiveConfig().llds_coef, ObjectiveConfig().llds_gate) == (0.2, "action")
+
+
+def test_hand_computed_sapo_and_isdd_metrics_at_their_boundaries() -> None:
+    """A = 0 counts as non-negative and r = tau exactly is penalised (r <= tau): tau = 1 (exact)."""
+    # rows: A = 0 with r = [1, 0.5]; A = +1 with r = [1.5, 1.2]; A = -1 with r = [0.5, 0.5]
+    log_ratio = torch.tensor([[0.0, math.log(0.5)], [math.log(1.5), math.log(1.2)], [math.log(0.5)] * 2])
+    log_ratio = log_ratio.double()
+    lp = torch.zeros_like(log_ratio)
+    adv = torch.tensor([0.0, 1.0, -1.0], dtype=torch.float64)
+    mask = torch.ones(3, 2, dtype=torch.float64)
+    cfg = ObjectiveConfig(name="sapo", sapo_w=1.0, sapo_tau=1.0)
+    _, m = get_objective("sapo")(lp, lp - log_ratio, adv, mask, config=cfg, low_ratio_threshold=1.0)
+    # penalised: both A = 0 tokens; N = the 4 tokens of the A >= 0 responses
+    assert m["sapo_penalty"] == pytest.approx(math.log(2.0) / 4)
+    assert m["sapo_penalized_frac"] == pytest.approx(2 / 6)
+    assert m["low_ratio_frac_nonneg"] == pytest.approx(2 / 4)
+    assert m["low_ratio_frac_pos"] == 0.0

@@ -198,3 +198,70 @@ def test_plugin_metrics_are_verls() -> None:
     for key in ("actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-9), key
     assert theirs["actor/pg_clipfrac_lower"] > 0  # not vacuous
+
+
+def _split_total(
+    name: str, x: Batch, mode: str, parts: list[slice], dp_size: int, **actor_kw
+) -> torch.Tensor:
+    """Sum over micro-batches (spread over dp_size ranks) of the plug-in's loss, with verl's batch info,
+    divided by dp_size as the ranks' gradient all-reduce averages them."""
+    info = {
+        "dp_size": dp_size,
+        "batch_num_tokens": int(x.mask.sum()),
+        "global_batch_size": int((x.mask.sum(-1) > 0).sum()),
+    }
+    fn = policy_losses()[name]
+    total = torch.zeros((), dtype=torch.float64)
+    for part in parts:
+        cfg = actor(**actor_kw)
+        cfg.global_batch_info.update(info)
+        total = total + fn(x.old[part], x.log_prob[part], x.adv[part], x.mask[part], mode, cfg)[0]
+    return total / dp_size
+
+
+SPLITS = [[slice(0, 8)], [slice(0, 3), slice(3, None)], [slice(0, 2), slice(2, 5), slice(5, 7), slice(7, 8)]]
+
+
+@pytest.mark.parametrize("name", ["testbed_sapo", "testbed_llds", "testbed_dual_clip"])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+@pytest.mark.parametrize("dp_size", [1, 2])
+def test_plugin_loss_does_not_depend_on_the_split(name: str, mode: str, dp_size: int) -> None:
+    """SAPO's and LLDS's penalties too: one mini-batch, split into micro-batches over dp ranks."""
+    x = make_batch(4, scale=1.0)
+    whole = policy_losses()[name](x.old, x.log_prob, x.adv, x.mask, mode, actor())[0]
+    for parts in SPLITS:
+        assert float((_split_total(name, x, mode, parts, dp_size) - whole).abs()) < TOL, parts
+    _, metrics = policy_losses()[name](x.old, x.log_prob, x.adv, x.mask, mode, actor())
+    assert metrics.get(f"actor/{name}_penalty", 1.0) > 0  # the penalties act: not vacuous
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_plugin_scales_by_dp_size_as_verls_agg_loss(mode: str) -> None:
+    """One rank's micro-batch of a dp_size = 2 run: the plug-in's loss equals verl's own."""
+    x = make_batch(2)
+    info = {"dp_size": 2, "batch_num_tokens": 40, "global_batch_size": 11, "loss_scale_factor": None}
+    cfg = actor(clip_ratio_c=3.0)
+    cfg.global_batch_info.update(info)
+    theirs = core.get_policy_loss_fn("vanilla")(x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    ours = policy_losses()["testbed_dual_clip"](x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    assert float((ours - theirs).abs()) < TOL
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name", ["testbed_gspo", "testbed_gspo_token"])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_plugin_gspo_takes_verls_clip_ratios(name: str, mode: str, seed: int) -> None:
+    x = make_batch(seed, scale=0.3)
+    cfg = actor(clip_ratio_low=0.2, clip_ratio_high=0.28)
+    theirs = core.get_policy_loss_fn("gspo")(x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    ours = policy_losses()[name](x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    assert float((ours - theirs).abs()) < TOL
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-sum"])
+def test_plugin_soft_gate_aggregates_per_sequence_as_verls_sapo(mode: str) -> None:
+    x = make_batch(1)
+    cfg = actor()
+    theirs = core.get_policy_loss_fn("sapo")(x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    ours = policy_losses()["testbed_soft_adaptive_gate"](x.old, x.log_prob, x.adv, x.mask, mode, cfg)[0]
+    assert float((ours - theirs).abs()) < TOL

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -62,7 +64,8 @@ def test_client_is_a_text_retriever_that_learns_the_documents_it_gets(server) ->
     [
         (b"{not json", 400, "body: not JSON"),
         (b'{"queries": "one"}', 422, "queries: expected a list of strings"),
-        (b'{"queries": ["a"], "topk": 0}', 422, "topk: expected an integer in [1, 100], got 0"),
+        (b'{"queries": ["a"], "topk": -1}', 422, "topk: expected an integer in [0, 100] or null, got -1"),
+        (b'{"queries": ["a"], "topk": 101}', 422, "topk: expected an integer in [0, 100] or null, got 101"),
         (
             b'{"queries": ["a"], "return_scores": "yes"}',
             422,
@@ -73,6 +76,70 @@ def test_client_is_a_text_retriever_that_learns_the_documents_it_gets(server) ->
 )
 def test_bad_requests_are_refused_with_the_field_named(server, body, status, detail) -> None:
     assert post(server.url, body) == (status, {"detail": detail})
+
+
+@pytest.mark.parametrize("topk", [0, None, "absent"])
+def test_topk_zero_or_missing_takes_the_servers_default_as_search_r1s_server_does(server, topk) -> None:
+    request = {"queries": ["capital of Veloria"]} | ({} if topk == "absent" else {"topk": topk})
+    status, answer = post(server.url, json.dumps(request).encode())
+    assert status == 200 and len(answer["result"][0]) == server.top_k == 2
+
+
+def test_a_fault_inside_the_server_answers_500_with_its_message(server, monkeypatch) -> None:
+    def broken(queries, k):
+        raise MemoryError("index shard 3 is gone")
+
+    monkeypatch.setattr(server.retriever, "search_with_scores", broken)
+    body = json.dumps({"queries": ["capital"]}).encode()
+    assert post(server.url, body) == (500, {"detail": "internal error: MemoryError: index shard 3 is gone"})
+    with pytest.raises(
+        RetrievalError, match=r"HTTP 500: internal error: MemoryError: index shard 3 is gone$"
+    ):
+        RetrievalClient(server.url, timeout=5).search(["capital"])
+
+
+def _trickling_server(stop: threading.Event) -> tuple[socket.socket, str]:
+    """A server that answers every request with a valid header, then one body byte every 0.1 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+            while not stop.wait(0.1):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/retrieve"
+
+
+def test_the_clients_timeout_is_a_total_deadline_not_a_per_read_one() -> None:
+    stop = threading.Event()
+    listener, url = _trickling_server(stop)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RetrievalError, match=r"timed out after 0\.5 s"):
+            RetrievalClient(url, timeout=0.5).search(["x"])
+        elapsed = time.monotonic() - start  # a per-read timeout would wait for all 100 bytes: 10 s
+    finally:
+        stop.set()
+        listener.close()
+    assert elapsed < 5.0
+
+
+def test_client_refuses_bad_arguments_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"url: expected http://host:port/retrieve, got 'localhost:8000'"):
+        RetrievalClient("localhost:8000")
+    with pytest.raises(ValueError, match=r"top_k: expected an integer >= 1, got 0"):
+        RetrievalClient("http://127.0.0.1:8000/retrieve", top_k=0)
+    with pytest.raises(ValueError, match=r"timeout: expected seconds > 0, got 0"):
+        RetrievalClient("http://127.0.0.1:8000/retrieve", timeout=0)
 
 
 def test_client_surfaces_a_refusal_as_one_clear_error(server) -> None:

@@ -49,6 +49,7 @@ def test_demonstrations_have_the_layout_of_a_policy_rollout() -> None:
 
     task = TaskConfig()
     core = TokenSearchBatch(task, 8)
+    assert core.world is not None  # the simulated task
     eps = core.world.train_ids(np.random.default_rng(1), 8)
     demo = rollout(
         TokenOracle(0.25, np.random.default_rng(3)), core, eps, np.arange(8), np.random.default_rng(2)

@@ -7,7 +7,7 @@ from scipy import stats
 
 from testbed.config import with_overrides
 from testbed.run import RunConfig, train, train_population
-from testbed.scenarios import get_scenario
+from testbed.studies.scenarios import get_scenario
 
 pytestmark = pytest.mark.slow
 

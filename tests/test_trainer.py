@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import cast
 
 import pandas as pd
 import pytest
@@ -216,7 +217,8 @@ def test_per_member_gradient_clipping_matches_torch() -> None:
         p.grad = torch.randn(p.shape, generator=gen) * torch.tensor([0.1, 5.0, 1.0]).view(
             3, *([1] * (p.dim() - 1))
         )
-    singles = [[p.grad[k].clone().requires_grad_() for p in params] for k in range(3)]
+    grads = [cast(torch.Tensor, p.grad) for p in params]
+    singles = [[g[k].clone().requires_grad_() for g in grads] for k in range(3)]
     norms = clip_grad_norm_per_member(params, 1.0, 3)
     for k in range(3):
         ref = [torch.zeros_like(g, requires_grad=True) for g in singles[k]]
@@ -225,7 +227,7 @@ def test_per_member_gradient_clipping_matches_torch() -> None:
         expected = torch.nn.utils.clip_grad_norm_(ref, 1.0)
         assert norms[k] == pytest.approx(float(expected), rel=1e-6)
         for r, p in zip(ref, params, strict=True):
-            assert torch.allclose(r.grad, p.grad[k], atol=1e-7)
+            assert torch.allclose(cast(torch.Tensor, r.grad), cast(torch.Tensor, p.grad)[k], atol=1e-7)
 
 
 def test_population_refuses_members_that_differ_in_a_shared_field() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -14,6 +15,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import testbed  # noqa: F401 (registers the environments)
 from testbed.envs import World
 from testbed.envs.vector import TabularSearchVectorEnv, TokenSearchVectorEnv
+from testbed.envs.world import Vocab
 
 IDS = {"tokens": "testbed/SearchTokens-v0", "tabular": "testbed/SearchTabular-v0"}
 # Deterministic retrieval (the right document, alone, first), so that envs drawing from different
@@ -34,12 +36,14 @@ class FedEpisodes(gym.Wrapper):
 
 def _token_actions(env: TokenSearchVectorEnv, rng: np.random.Generator, queue: list[list[int]]) -> np.ndarray:
     """Per env, the next token of a random script of well-formed searches, answers and stray tags."""
-    v, n_e, n_r = env.core.vocab, env.core.world.config.n_entities, env.core.world.config.n_relations
+    world = env.core.world
+    assert world is not None  # the simulated task
+    v, n_e, n_r = cast(Vocab, env.core.vocab), world.config.n_entities, world.config.n_relations
     out = []
     for q in queue:
         if not q:
             kind = rng.integers(4)
-            e, r = int(v.entity(rng.integers(n_e))), int(v.relation(rng.integers(n_r)))
+            e, r = v.entity(int(rng.integers(n_e))), v.relation(int(rng.integers(n_r)))
             q += [
                 [v.search_open, e, r, v.search_close],
                 [v.answer_open, e, v.answer_close],
@@ -63,7 +67,7 @@ def _pair(grain: str, world: dict, mode: AutoresetMode, n: int = 6):
 
 def _feed(sync: SyncVectorEnv, info: dict) -> None:
     for env, episode in zip(sync.envs, info["episode"], strict=True):
-        env.next_episode = episode
+        cast(FedEpisodes, env).next_episode = episode
 
 
 @pytest.mark.parametrize("mode", MODES, ids=[m.name for m in MODES])
@@ -71,7 +75,7 @@ def _feed(sync: SyncVectorEnv, info: dict) -> None:
 @pytest.mark.parametrize("grain", list(IDS))
 def test_steps_as_single_envs_in_a_sync_vector_env(grain: str, world: dict, mode: AutoresetMode) -> None:
     vec, sync = _pair(grain, world, mode)
-    rng, queue = np.random.default_rng(0), [[] for _ in range(vec.num_envs)]
+    rng, queue = np.random.default_rng(0), [cast(list[int], []) for _ in range(vec.num_envs)]
     obs, info = vec.reset(seed=0)
     _feed(sync, info)
     assert data_equivalence(sync.reset(seed=0), (obs, info), exact=True)
@@ -120,7 +124,7 @@ def test_a_seed_reproduces_the_run(grain: str) -> None:
     for _ in range(2):
         env = gym.make_vec(IDS[grain], num_envs=16)
         env.action_space.seed(3)
-        trace = [env.reset(seed=3)]
+        trace: list[Any] = [env.reset(seed=3)]
         trace += [env.step(env.action_space.sample()) for _ in range(40)]
         runs.append(trace)
     assert data_equivalence(runs[0], runs[1], exact=True)
@@ -134,7 +138,7 @@ def test_api_guards() -> None:
         env.step(np.zeros(4))
     with pytest.raises(ValueError, match="reset_mask"):
         env.reset(options={"reset_mask": np.zeros(4, dtype=bool)})
-    answer = np.full(4, env.single_action_space.n - 2)
+    answer = np.full(4, cast(Any, env.single_action_space).n - 2)
     env.step(answer)  # every episode ends
     with pytest.raises(RuntimeError, match="reset them"):
         env.step(answer)

@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import types
+from typing import Any
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ def test_verl_plugin_signature_and_names(monkeypatch) -> None:
         eps_high=0.28,
         sapo_tau=0.7,
         sapo_w=0.5,
+        sapo_norm="all",  # fixed by the plug-in: verl counts only all masked tokens across micro-batches
         loss_agg_mode="seq-mean-token-mean",
     )
     ours, _ = get_objective("sapo")(lp, old, adv, mask, None, cfg)
@@ -80,6 +82,8 @@ def test_verl_config_maps_every_field_verl_owns() -> None:
         ("eps_high=0.3", r"TESTBED_OBJECTIVE: 'eps_high' is set by verl's actor config"),
         ("sapo_tau", r"TESTBED_OBJECTIVE: 'sapo_tau' is not field=value"),
         ("sapo_tau=-1", r"ObjectiveConfig\.sapo_tau=-1"),
+        ("gspo_eps_low=0.1", r"'gspo_eps_low' is set by verl's actor config"),
+        ("sapo_norm=paper", r"sapo_norm='paper': under verl it is 'all'"),
     ],
 )
 def test_verl_env_knobs_errors_name_the_field(text: str, match: str) -> None:
@@ -87,8 +91,15 @@ def test_verl_env_knobs_errors_name_the_field(text: str, match: str) -> None:
         objective_config("sapo", None, "token-mean", environ={ENV: text})
 
 
-def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
-    """With a stand-in for verl's core_algos, importing the plugin registers every objective."""
+@pytest.mark.parametrize("name", ["testbed_tis", "testbed_mis"])
+def test_verl_refuses_tis_and_mis_which_would_be_grpo(name: str) -> None:
+    x = torch.zeros(2, 3)
+    with pytest.raises(ConfigError, match=rf"loss_mode={name}: verl passes no rollout log-probs"):
+        policy_losses()[name](x, x, x, torch.ones(2, 3))
+
+
+def _stand_in_verl(monkeypatch) -> dict:
+    """A stand-in for verl's core_algos whose registry is returned."""
     registry: dict = {}
 
     def register_policy_loss(name):
@@ -100,15 +111,34 @@ def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
 
     for mod in ("verl", "verl.trainer", "verl.trainer.ppo"):
         monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
-    core = types.ModuleType("verl.trainer.ppo.core_algos")
+    core: Any = types.ModuleType("verl.trainer.ppo.core_algos")
     core.register_policy_loss = register_policy_loss
     monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
     monkeypatch.delitem(sys.modules, "testbed.integrations.verl_plugin", raising=False)
+    return registry
+
+
+def test_verl_plugin_registers_into_verls_registry(monkeypatch) -> None:
+    """With a stand-in for verl's core_algos, importing the plugin registers every objective."""
+    registry = _stand_in_verl(monkeypatch)
+    monkeypatch.delenv(ENV, raising=False)
     plugin = importlib.import_module("testbed.integrations.verl_plugin")
     assert set(plugin.REGISTERED) == set(registry) and "testbed_sapo" in registry
 
 
-# The README's lines, verbatim.
+def test_verl_plugin_checks_its_knobs_when_imported(monkeypatch) -> None:
+    """A misspelt field fails when the worker imports the plug-in, not at the first loss."""
+    registry = _stand_in_verl(monkeypatch)
+    monkeypatch.setenv(ENV, "sapo_tua=0.7")
+    with pytest.raises(ConfigError, match="unknown field 'sapo_tua'"):
+        importlib.import_module("testbed.integrations.verl_plugin")
+    monkeypatch.setenv(ENV, "sapo_w=-1")
+    with pytest.raises(ConfigError, match=r"ObjectiveConfig\.sapo_w=-1"):
+        importlib.import_module("testbed.integrations.verl_plugin")
+    assert not registry
+
+
+# The lines of docs/SCALE_UP.md, verbatim.
 README_OVERRIDES = [
     "actor_rollout_ref.model.external_lib=testbed.integrations.verl_plugin",
     "actor_rollout_ref.actor.policy_loss.loss_mode=testbed_sapo",
@@ -118,7 +148,7 @@ README_OVERRIDES = [
 
 @pytest.mark.verl
 def test_verls_real_config_accepts_our_knobs_and_they_reach_the_loss(monkeypatch) -> None:
-    """Compose verl's ppo_trainer.yaml with the README's lines, build the actor config as the
+    """Compose verl's ppo_trainer.yaml with the lines of docs/SCALE_UP.md, build the actor config as the
     workers do, merge the Ray runtime env as verl's main_ppo does, and run the registered loss."""
     pytest.importorskip("verl.trainer.ppo.core_algos")
     import verl
@@ -135,7 +165,8 @@ def test_verls_real_config_accepts_our_knobs_and_they_reach_the_loss(monkeypatch
     runtime_env = OmegaConf.merge(
         {"env_vars": {"TOKENIZERS_PARALLELISM": "true"}}, cfg.ray_kwargs.ray_init.runtime_env
     )
-    env_vars = OmegaConf.to_container(runtime_env)["env_vars"]
+    container: Any = OmegaConf.to_container(runtime_env)
+    env_vars = container["env_vars"]
     assert env_vars[ENV] == "sapo_tau=0.7 sapo_w=0.5"
 
     monkeypatch.setattr(core_algos, "POLICY_LOSS_REGISTRY", dict(core_algos.POLICY_LOSS_REGISTRY))

@@ -8,11 +8,12 @@ query as a bag of words; a lexical retriever (BM25) plugs into the same protocol
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Protocol
 
 import numpy as np
 
-from testbed.config import check_positive, check_range
+from testbed.config import added_field, check_positive, check_range, fail, field
 from testbed.envs.world import World
 
 
@@ -32,15 +33,44 @@ class RetrieverConfig:
     relation) rather than a random document.
     """
 
-    top_k: int = 3
-    recall: float = 1.0
-    rank_noise: float = 1.0
-    distractor_rate: float = 0.8
+    top_k: int = field(
+        3,
+        help="Documents each search returns (the observation's length grows with it); > 0.",
+        source="Search-R1 (arXiv 2503.09516), retriever.topk=3",
+    )
+    recall: float = field(
+        1.0,
+        help="P(the queried fact's document is among the top k) for a query naming one entity and one "
+        "relation; in [0, 1].",
+    )
+    rank_noise: float = field(
+        1.0, help="P(that document's rank is uniform over the k slots rather than first); in [0, 1]."
+    )
+    distractor_rate: float = field(
+        0.8,
+        help="P(each other slot holds a look-alike, a fact sharing the subject or the relation, rather "
+        "than a random document); in [0, 1].",
+    )
+    url: str | None = added_field(
+        None,
+        help="The text task (policy.kind='hf') searches this retrieval server (Search-R1's POST "
+        "/retrieve, e.g. http://127.0.0.1:8000/retrieve) for top_k documents; None: BM25 in-process "
+        "over the task's corpus.",
+        source="Search-R1's retriever.url",
+    )
+    timeout: float = added_field(
+        10.0,
+        help="Seconds the retrieval server at url has to answer one batch of searches, all in (connect, "
+        "send, read); in (0, 3600].",
+    )
 
     def __post_init__(self) -> None:
         check_positive(self, "top_k")
         for f in ("recall", "rank_noise", "distractor_rate"):
             check_range(self, f, 0.0, 1.0)
+        check_range(self, "timeout", 1e-3, 3600.0)
+        if self.url is not None and not re.fullmatch(r"https?://[^/\s:]+(:\d+)?(/\S*)?", self.url):
+            fail(self, "url", self.url, "expected http://host:port/path, e.g. http://127.0.0.1:8000/retrieve")
 
 
 class SimulatedRetriever:

@@ -10,11 +10,13 @@ h relations, written ``r_h ... r_1 e`` ("the r_h of ... the r_1 of e"); its answ
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import operator
 from typing import overload
 
 import numpy as np
 
-from testbed.config import check_choice, check_positive, check_range, check_seed, fail
+from testbed.config import check_choice, check_positive, check_range, check_seed, fail, field
 
 # Special tokens, in id order; words follow them.
 SPECIALS = (
@@ -43,14 +45,34 @@ class WorldConfig:
     held-out ones, the case of facts the model may memorise. Same config and seed, same episodes.
     """
 
-    kind: str = "procedural"
-    n_entities: int = 24
-    n_relations: int = 4
-    hop_weights: tuple[float, ...] = (0.0, 1.0)  # P(h = 1), P(h = 2), ...
-    parametric_share: float = 0.0
-    n_questions: int = 96
-    held_out_frac: float = 0.25
-    seed: int = 0
+    kind: str = field(
+        "procedural",
+        help="procedural: each episode draws its own facts and question from its id (only search "
+        "solves it); fixed: one world of n_questions questions, split into training and held-out.",
+    )
+    n_entities: int = field(24, help="Entities e0, e1, ... (words of the vocabulary); >= 2.")
+    n_relations: int = field(
+        4, help="Functional relations r0, r1, ...: each maps every entity to one entity; > 0."
+    )
+    hop_weights: tuple[float, ...] = field(
+        (0.0, 1.0),
+        help="Relative frequency of 1-, 2-, ... hop questions (P(h = 1), P(h = 2), ...); non-negative, "
+        "positive sum; its length is the longest chain. On the command line: 0.5+0.5.",
+    )
+    parametric_share: float = field(
+        0.0,
+        help="kind procedural: share of facts that stay the same in every episode, knowledge a model can "
+        "hold by heart rather than search for; in [0, 1].",
+    )
+    n_questions: int = field(96, help="kind fixed: questions in the one world, training plus held-out; > 0.")
+    held_out_frac: float = field(
+        0.25,
+        help="kind fixed: share of the questions held out for evaluation; in [0, 0.9], leaving at least "
+        "one question on each side.",
+    )
+    seed: int = field(
+        0, help="Seed of the world's facts and questions (not of training: that is the run's seed)."
+    )
 
     def __post_init__(self) -> None:
         check_choice(self, "kind", WORLD_KINDS)
@@ -58,6 +80,7 @@ class WorldConfig:
         check_seed(self, "seed")
         if self.n_entities < 2:
             fail(self, "n_entities", self.n_entities, "must be >= 2")
+        check_buildable(self)
         if not self.hop_weights or min(self.hop_weights) < 0 or sum(self.hop_weights) <= 0:
             fail(self, "hop_weights", self.hop_weights, "must be non-negative with a positive sum")
         check_range(self, "parametric_share", 0.0, 1.0)
@@ -75,6 +98,25 @@ class WorldConfig:
     @property
     def max_hops(self) -> int:
         return len(self.hop_weights)
+
+
+# The largest world that can be built: every word is a row of the policy's embedding and output
+# layers, and a procedural episode draws all n_entities x n_relations facts of its own world.
+MAX_WORDS = 2**16
+MAX_FACTS = 2**20
+
+
+def check_buildable(cfg: WorldConfig) -> None:
+    """ConfigError naming the larger of n_entities and n_relations when the world is too big."""
+    n_e, n_r = cfg.n_entities, cfg.n_relations
+    name = "n_relations" if n_r >= n_e else "n_entities"
+    words = len(SPECIALS) + n_e + n_r
+    if words > MAX_WORDS:
+        why = f"{len(SPECIALS)} specials + {n_e} entities + {n_r} relations = {words} words"
+        fail(cfg, name, getattr(cfg, name), f"the vocabulary ({why}) must stay <= {MAX_WORDS} words")
+    if n_e * n_r > MAX_FACTS:
+        why = f"{n_e} entities x {n_r} relations = {n_e * n_r} facts per world"
+        fail(cfg, name, getattr(cfg, name), f"{why}; must stay <= {MAX_FACTS}")
 
 
 class Vocab:
@@ -129,7 +171,29 @@ class Vocab:
         return (tok >= self.entity0) & (tok < self.size)
 
     def decode(self, ids) -> str:
-        return " ".join(self.words[int(i)] for i in ids)
+        """The words of token ids; a ValueError names an id outside the vocabulary."""
+        ids = [operator.index(i) for i in ids]  # an integer of any kind; a float is refused
+        bad = [i for i in ids if not 0 <= i < self.size]
+        if bad:
+            raise ValueError(f"token id {bad[0]}: not in the vocabulary (ids 0..{self.size - 1})")
+        return " ".join(self.words[i] for i in ids)
+
+
+def episode_ids(ids: object) -> np.ndarray:
+    """``ids`` as int64 episode ids; a ValueError names the first that is not an int in
+    [0, 2**63) (checked before conversion, which would wrap ``2**63`` round to a negative id)."""
+    raw = np.asarray(ids)
+    if raw.dtype.kind == "O" and all(isinstance(v, numbers.Integral) for v in raw.flat):
+        bad = [int(v) for v in raw.flat if not 0 <= int(v) < 2**63]  # Python ints: no wrap-around
+    elif raw.dtype.kind == "u":
+        bad = [int(v) for v in raw[raw >= np.uint64(2**63)]]
+    elif raw.dtype.kind == "i":
+        bad = [int(v) for v in raw[raw < 0]]
+    else:
+        raise ValueError(f"episode ids: expected integers, got {raw.dtype} values")
+    if bad:
+        raise ValueError(f"episode id {bad[0]}: must be an int in [0, 2**63)")
+    return raw.astype(np.int64)
 
 
 def _attr(special: str) -> str:
@@ -218,7 +282,7 @@ class World:
     # -- episodes --------------------------------------------------------------------------------
     def episodes(self, ids: np.ndarray) -> Episodes:
         """The world and question of each episode id (drawn once per distinct id)."""
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = episode_ids(ids)
         if not self.procedural:
             bad = ids[(ids < 0) | (ids >= self.config.n_questions)]
             if bad.size:
@@ -274,7 +338,12 @@ class World:
         words = [int(self.vocab.relation(r)) for r in chain[::-1]]
         return [self.vocab.bos, *words, int(self.vocab.entity(ep.start[row]))]
 
-    def doc_id(self, subject: np.ndarray, relation: np.ndarray) -> np.ndarray:
+    @overload
+    def doc_id(self, subject: int, relation: int) -> int: ...
+    @overload
+    def doc_id(self, subject: np.ndarray, relation: np.ndarray) -> np.ndarray: ...
+    def doc_id(self, subject: np.ndarray | int, relation: np.ndarray | int) -> np.ndarray | int:
+        """The id of the document of fact (subject, relation): one id per pair."""
         return subject * self.config.n_relations + relation
 
     def doc_triples(self, ep: Episodes, rows: np.ndarray, docs: np.ndarray) -> np.ndarray:

@@ -58,9 +58,8 @@ def dual_clip(
     eps_high, dual_clip_c (c > 1, default 3).
     """
     _, ratio = log_ratio_and_ratio(log_probs, old_log_probs, cfg)
-    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high) * advantages)
-    bounded = torch.maximum(surrogate, cfg.dual_clip_c * advantages)
-    per_token = -torch.where(advantages < 0, bounded, surrogate)
+    ppo = clipped_surrogate_loss(ratio, advantages, cfg.eps_low, cfg.eps_high)
+    per_token = torch.where(advantages < 0, torch.minimum(ppo, -cfg.dual_clip_c * advantages), ppo)
     return aggregate(per_token, mask, cfg.agg_mode, cfg.agg_norm_const), {}
 
 
@@ -73,12 +72,12 @@ def two_sided_clip(
     loss_t = -min(min(r, delta) A, clip(r) A)  if A < 0,   -min(r A, clip(r) A) otherwise.
 
     INTELLECT-2, arXiv 2505.07291. In value and gradient it equals dual-clip with c = delta (a
-    property test checks it). Fields: eps_low, eps_high, two_sided_delta.
+    property test checks it). Fields: eps_low, eps_high, two_sided_delta. Since delta > 1 + eps_high,
+    clip(min(r, delta)) = clip(r): PPO's surrogate of the capped ratio is the loss above.
     """
     _, ratio = log_ratio_and_ratio(log_probs, old_log_probs, cfg)
     capped = torch.where(advantages < 0, ratio.clamp(max=cfg.two_sided_delta), ratio)
-    clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)
-    per_token = -torch.minimum(capped * advantages, clipped * advantages)
+    per_token = clipped_surrogate_loss(capped, advantages, cfg.eps_low, cfg.eps_high)
     return aggregate(per_token, mask, cfg.agg_mode, cfg.agg_norm_const), {}
 
 

@@ -4,8 +4,9 @@ Metric names (the columns every figure reads); ``{s}`` is ``all``, ``pos`` (A > 
 (A < 0), over masked tokens; statistics of an empty set are NaN:
 
 - ``ratio_{mean,min,p05,p50,p95}_{s}``: r = pi_theta / pi_old.
-- ``low_ratio_frac_pos``: share of A > 0 tokens with r <= sapo_tau, the ISDD signal;
-  ``low_ratio_frac_nonneg``: the same over A >= 0 tokens, the set SAPO's penalty acts on.
+- ``low_ratio_frac_pos``: share of A > 0 tokens with r <= ``LOW_RATIO_THRESHOLD`` (the trainer's
+  ``diag_ratio_threshold``), the ISDD signal; ``low_ratio_frac_nonneg``: the same over A >= 0
+  tokens, the set SAPO's penalty acts on (at sapo_tau = the threshold).
 - ``clip_frac_upper`` / ``clip_frac_lower``: share of tokens where PPO's clip is active
   (A > 0 and r > 1 + eps_high; A < 0 and r < 1 - eps_low), whatever the objective.
 - ``zero_grad_frac_{s}``: share of tokens whose loss gradient w.r.t. their log-prob is exactly 0.
@@ -25,19 +26,27 @@ if TYPE_CHECKING:
     from testbed.objectives.registry import ObjectiveConfig
 
 _QUANTILES = (0.05, 0.5, 0.95)
+# Diagnostics count a token as collapsed at r <= this (SAPO's default tau): the default of
+# ``TrainerConfig.diag_ratio_threshold``, and of the objectives' own metrics outside the trainer.
+LOW_RATIO_THRESHOLD = 0.8
 
 
 def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
-    """``torch.quantile(values, qs)`` (linear interpolation) for 1-D input of any size.
+    """The quantiles ``qs`` of 1-D ``values`` as ``numpy.quantile`` computes them (linear
+    interpolation, the same rounding), of any size; NaN for no values.
 
     torch.quantile refuses inputs above 2^24 elements, which one TRL/verl batch can exceed.
     """
+    if values.numel() == 0:
+        return torch.full((len(qs),), float("nan"), dtype=values.dtype, device=values.device)
     ordered = values.sort().values
-    pos = torch.tensor(qs, dtype=torch.float64) * (ordered.numel() - 1)
+    pos = torch.tensor(qs, dtype=torch.float64, device=values.device) * (ordered.numel() - 1)
     lo = pos.floor().long()
-    hi = pos.ceil().long()
-    frac = (pos - lo).to(ordered.dtype)
-    return ordered[lo] + frac * (ordered[hi] - ordered[lo])
+    t = (pos - lo).to(ordered.dtype)
+    below, above = ordered[lo], ordered[(lo + 1).clamp(max=ordered.numel() - 1)]
+    step = above - below
+    # numpy's lerp: from below for t < 0.5, back from above otherwise
+    return torch.where(t >= 0.5, above - step * (1 - t), below + step * t)
 
 
 def log_ratio_and_ratio(
@@ -53,15 +62,21 @@ def sign_masks(advantages: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.
     return {"all": valid, "pos": valid & (advantages > 0), "neg": valid & (advantages < 0)}
 
 
-def _frac(selected: torch.Tensor, of: torch.Tensor) -> float:
+def share(selected: torch.Tensor, of: torch.Tensor) -> float:
+    """Share of the ``of`` entries (a boolean mask) that are ``selected``; NaN when ``of`` is empty."""
     n = int(of.sum())
     return float((selected & of).sum()) / n if n else float("nan")
 
 
 def ratio_metrics(
-    log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cfg: ObjectiveConfig
+    log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: ObjectiveConfig,
+    low_ratio_threshold: float = LOW_RATIO_THRESHOLD,
 ) -> dict[str, float]:
-    """Ratio statistics split by advantage sign, the ISDD signal, clip fractions and KL."""
+    """Ratio statistics split by advantage sign, the ISDD signal (share of r <= the threshold),
+    clip fractions and KL."""
     log_ratio = log_ratio.detach().clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
     ratio = torch.exp(log_ratio.double())
     out: dict[str, float] = {}
@@ -76,11 +91,11 @@ def ratio_metrics(
             stats = [float("nan")] * 5
         for key, v in zip(("mean", "min", "p05", "p50", "p95"), stats, strict=True):
             out[f"ratio_{key}_{s}"] = float(v)
-    low = ratio <= cfg.sapo_tau
-    out["low_ratio_frac_pos"] = _frac(low, splits["pos"])
-    out["low_ratio_frac_nonneg"] = _frac(low, splits["all"] & (advantages >= 0))
-    out["clip_frac_upper"] = _frac(splits["pos"] & (ratio > 1 + cfg.eps_high), splits["all"])
-    out["clip_frac_lower"] = _frac(splits["neg"] & (ratio < 1 - cfg.eps_low), splits["all"])
+    low = ratio <= low_ratio_threshold
+    out["low_ratio_frac_pos"] = share(low, splits["pos"])
+    out["low_ratio_frac_nonneg"] = share(low, splits["all"] & (advantages >= 0))
+    out["clip_frac_upper"] = share(splits["pos"] & (ratio > 1 + cfg.eps_high), splits["all"])
+    out["clip_frac_lower"] = share(splits["neg"] & (ratio < 1 - cfg.eps_low), splits["all"])
     valid = splits["all"]
     n = int(valid.sum())
     old_minus_new = -log_ratio
@@ -111,4 +126,4 @@ def zero_grad_metrics(
     if grad is None:
         grad = torch.zeros_like(leaf)
     zero = grad == 0
-    return {f"zero_grad_frac_{s}": _frac(zero, sel) for s, sel in sign_masks(advantages, mask).items()}
+    return {f"zero_grad_frac_{s}": share(zero, sel) for s, sel in sign_masks(advantages, mask).items()}

@@ -1,7 +1,7 @@
 """SAPO, Search Agent Policy Optimization: GRPO plus a conditional KL(pi_old || pi_theta) penalty.
 
 "Improving Search Agent with One Line of Code", arXiv 2603.10069 (2026); the form below is the
-project's reconstruction from a code listing quoted in a public write-up (see README).
+project's reconstruction from a code listing quoted in a public write-up (see docs/TASK.md).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def sapo_penalty(
         penalized = eligible & (ratio.detach() <= cfg.sapo_tau)
     # exact: k3's usual clamp would zero the gradient on the collapsed tokens (r < ~1.7e-5).
     kl = kl_estimate(old_log_probs, log_probs, cfg.sapo_kl, exact=True)
-    denominator = (eligible if cfg.sapo_norm == "paper" else penalized).sum().clamp(min=1)
+    counted = {"paper": eligible, "penalized": penalized, "all": mask > 0}[cfg.sapo_norm]
+    denominator = counted.sum().clamp(min=1)
     penalty = torch.where(penalized, kl, torch.zeros_like(kl)).sum() / denominator
     return penalty, penalized
 
@@ -55,9 +56,10 @@ def sapo(
 
     Ablation knobs (paper form = default): sapo_adv_condition nonneg (A >= 0) | pos (A > 0) |
     any; sapo_token_selection below_tau | all; sapo_kl k1 (-log r) | k2 | k3; sapo_norm paper (N
-    as above) | penalized (N = number of penalised tokens). Fields: sapo_tau, sapo_w, eps_low,
-    eps_high. Aggregation of the surrogate: token-mean (the listing's masked mean); the penalty
-    keeps its own normalisation whatever loss_agg_mode says. Metrics: pg_loss is the surrogate
+    as above) | penalized (N = number of penalised tokens) | all (N = every masked token, what the
+    verl plug-in can count across micro-batches). Fields: sapo_tau, sapo_w, eps_low, eps_high.
+    Aggregation of the surrogate: token-mean (the listing's masked mean); the penalty keeps its own
+    normalisation whatever loss_agg_mode says. Metrics: pg_loss is the surrogate
     alone, sapo_penalty the unweighted penalty.
     """
     pg = aggregate(

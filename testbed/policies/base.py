@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, Self
 
@@ -70,3 +71,33 @@ def population_state(state: dict[str, torch.Tensor], members: int) -> dict[str, 
             raise ValueError(f"{name}: a base state has one member, this one has {value.shape[0]}")
         out[name] = value.repeat(members, *([1] * (value.dim() - 1)))
     return out
+
+
+class LayerCache:
+    """One layer's keys and values [rows, heads, capacity, head_dim], written in place (no copy of the
+    past at each step)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.length = capacity, 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is None or self.v is None:  # both are set together
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions is full; the rollout is longer")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+@dataclasses.dataclass
+class KVCache:
+    """A decoding cache: one ``LayerCache`` per layer and the next position."""
+
+    layers: list[LayerCache]
+    position: int = 0

@@ -1,8 +1,8 @@
 """A Hugging Face causal LM behind the project's Policy interface (CPU or CUDA, bf16 on GPU).
 
 Sampling feeds one token per step and samples on the model's device; ``score`` runs the whole
-sequence. Log-probs come back on the CPU (differentiably), where the objectives run on [B, T]
-tensors; the model's own work stays on its device.
+sequence. Log-probs come back on the batch's device (differentiably), where the objectives run on
+[B, T] tensors; the model's own work stays on its device.
 
 The rollout advances every row in lockstep (one position per step, nothing padded on the left),
 so all rows always sit at the same position. The decode modes (``HFPolicy(model, decode=...)``):
@@ -198,7 +198,8 @@ class HFPolicy(nn.Module):
         logits = self.model(input_ids=tokens[:, :-1]).logits
         logp, entropy = log_probs_and_entropy(logits, tokens[:, 1:])
         pad = torch.zeros_like(logp[:, :1])
-        logp, entropy = torch.cat([pad, logp], 1).cpu(), torch.cat([pad, entropy], 1).cpu()
+        out = batch.mask.device  # the caller's (the trainer's device, or the CPU)
+        logp, entropy = torch.cat([pad, logp], 1).to(out), torch.cat([pad, entropy], 1).to(out)
         return logp * batch.mask, entropy * batch.mask
 
 

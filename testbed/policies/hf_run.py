@@ -1,5 +1,6 @@
 """The parts of a run whose policy is a Hugging Face causal LM (``policy.kind="hf"``): the text
-search task with a BM25 tool over the fixed world's corpus, and the model, for ``testbed.run``.
+search task with a BM25 tool over the fixed world's corpus (or the retrieval server at
+``task.retriever.url``), and the model, for ``testbed.run``.
 
 ``policy.model_path`` names a local model directory (no hub access); without one, a tiny Qwen2 is
 built from a config (seeded by ``warm_start.seed``) with a tokenizer trained on the task's text.
@@ -15,10 +16,12 @@ import numpy as np
 
 from testbed.config import ConfigError
 from testbed.envs import World
-from testbed.envs.text.bm25 import BM25Retriever
+from testbed.envs.text.bm25 import BM25Retriever, TextRetriever
 from testbed.envs.text.qa_data import TextQA
+from testbed.envs.text.retrieval_server import RetrievalClient
 from testbed.envs.text.task import add_tags, corpus_words, text_core, text_task_config
 from testbed.envs.tokens import TokenSearchBatch
+from testbed.policies import resolve_device
 from testbed.policies.hf import HFPolicy, add_lora, load_model
 from testbed.policies.hf_tiny import qwen2_model, train_tokenizer
 
@@ -48,15 +51,18 @@ def hf_parts(
         if tokenizer is None:
             raise ValueError("tokenizer: needed with a given model")
     elif pc.model_path is not None:
-        model, tokenizer = load_model(pc.model_path, pc.device)
+        model, tokenizer = load_model(pc.model_path, resolve_device(pc))
     else:
         tokenizer = train_tokenizer(corpus_words(qa))
-        model = qwen2_model(len(tokenizer), seed=cfg.warm_start.seed).to(pc.device)
+        model = qwen2_model(len(tokenizer), seed=cfg.warm_start.seed).to(resolve_device(pc))
     add_tags(tokenizer, model)
     if pc.lora:
         model = add_lora(model)
     task = text_task_config(cfg.task)
-    retriever = BM25Retriever(qa.corpus, task.retriever.top_k)
+    rc = task.retriever  # a retrieval server when the config names one, else BM25 over the corpus
+    retriever: TextRetriever = (
+        RetrievalClient(rc.url, rc.top_k, rc.timeout) if rc.url else BM25Retriever(qa.corpus, rc.top_k)
+    )
     make_core = functools.partial(
         text_core, task, tokenizer=tokenizer, qa=qa, retriever=retriever, max_obs_len=max_obs_len
     )

@@ -9,7 +9,6 @@ a row.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from testbed.batch import Batch
-from testbed.policies.base import log_probs_and_entropy, member_rows
+from testbed.policies.base import KVCache, LayerCache, log_probs_and_entropy, member_rows
 
 
 class _Linear(nn.Module):
@@ -54,7 +53,7 @@ class _Block(nn.Module):
         self.fc1 = _Linear(members, d_model, 4 * d_model)
         self.fc2 = _Linear(members, 4 * d_model, d_model)
 
-    def forward(self, x: torch.Tensor, t: int, cache: _LayerCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: int, cache: LayerCache | None) -> torch.Tensor:
         """``x`` [K, B * t, d] (t positions per row); ``cache``: keys and values of earlier positions."""
         k_, n, d = x.shape
         rows, h = k_ * n // t, self.n_heads
@@ -65,31 +64,6 @@ class _Block(nn.Module):
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
         x = x + self.proj(attn.transpose(1, 2).reshape(k_, n, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-class _LayerCache:
-    """One layer's keys and values, written in place (no copy of the past at each step)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity, self.length = capacity, 0
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is None or self.v is None:  # both are set together
-            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
-            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
-        end = self.length + k.shape[2]
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-
-@dataclasses.dataclass
-class _Cache:
-    layers: list[_LayerCache]
-    position: int = 0
 
 
 class TransformerPolicy(nn.Module):
@@ -114,7 +88,7 @@ class TransformerPolicy(nn.Module):
         self.ln = _LayerNorm(members, d_model)
         self.head = _Linear(members, d_model, vocab_size)
 
-    def _run(self, tokens: torch.Tensor, start: int, caches: list[_LayerCache] | None) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None) -> torch.Tensor:
         """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1."""
         rows, t = tokens.shape
         k = self.members
@@ -130,17 +104,24 @@ class TransformerPolicy(nn.Module):
         """Logits [rows, T, V]: position t predicts token t + 1."""
         return self._run(tokens, 0, None)
 
-    def start(self, batch_size: int, max_len: int | None = None) -> _Cache:
+    def start(self, batch_size: int, max_len: int | None = None) -> KVCache:
         member_rows(batch_size, self.members)
-        return _Cache([_LayerCache(self.max_len) for _ in self.blocks])
+        return KVCache([LayerCache(self.max_len) for _ in self.blocks])
 
-    def next_logits(self, inputs: torch.Tensor, state: _Cache) -> torch.Tensor:
-        logits = self._run(inputs[:, None], state.position, state.layers)
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    def next_logits(self, inputs: torch.Tensor, state: KVCache) -> torch.Tensor:
+        logits = self._run(inputs.to(self.device)[:, None], state.position, state.layers)
         state.position += 1
         return logits[:, -1]
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch.tokens[:, :-1])
-        logp, entropy = log_probs_and_entropy(logits, batch.tokens[:, 1:])
+        """Log-probs and entropies [B, T] of the written tokens, on the batch's device."""
+        tokens = batch.tokens.to(self.device)
+        logp, entropy = log_probs_and_entropy(self(tokens[:, :-1]), tokens[:, 1:])
         pad = torch.zeros_like(logp[:, :1])
-        return torch.cat([pad, logp], 1) * batch.mask, torch.cat([pad, entropy], 1) * batch.mask
+        logp, entropy = torch.cat([pad, logp], 1), torch.cat([pad, entropy], 1)
+        out = batch.mask.device
+        return logp.to(out) * batch.mask, entropy.to(out) * batch.mask

@@ -1,57 +1,87 @@
-"""Studies declared as data: the headline comparison and the ablations of the paper figures.
-``CATALOG`` maps a name to a function building its ``Experiment`` (seeds as an argument);
-``sapo-testbed experiment NAME`` and the scripts in ``experiments/`` run them."""
+"""Studies declared as data: the scenarios' baselines, the ablations of the paper figures and the
+scale ladder. ``CATALOG`` maps a study's name to a function building its ``Experiment`` (seeds as
+an argument, None for the study's own); ``sapo-testbed experiment NAME`` runs one, ``sapo-testbed
+figures [NAME ...]`` draws their figures and RESULTS.md, ``sapo-testbed report SCENARIO`` reads a
+scenario's baselines study.
+
+Registering a study is one act: add its function to ``CATALOG`` below (a scenario's baselines
+study is registered by giving the scenario ``baselines`` in ``scenarios.SCENARIOS``).
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from testbed.config import ConfigError
-from testbed.studies.ablations import (
-    drift_phase,
-    family,
-    isdd_baselines,
-    isdd_qwen2_150_baselines,
-    sapo_grid,
-    scenario_search,
-)
+from testbed.studies.ablations import drift_phase, family, sapo_grid, scenario_search
 from testbed.studies.compare import compare_experiment
-from testbed.studies.ladder import ladder
+from testbed.studies.figures import arm_curves
+from testbed.studies.scenarios import DEFAULT_SCENARIO, SCENARIOS, get_scenario, scenario_experiment
+from testbed.studies.worlds import worlds
 from testbed.sweep.experiment import Experiment, Results, run_experiment, store_for
 
-CATALOG = {
-    "isdd_baselines": isdd_baselines,
-    "isdd_qwen2_150_baselines": isdd_qwen2_150_baselines,
-    "sapo_grid": sapo_grid,
-    "drift_phase": drift_phase,
-    "family": family,
+Study = Callable[[int | None], Experiment]  # seeds per arm (None: the study's own) -> its Experiment
+
+
+def baselines(scenario: str, seeds: int | None = None) -> Experiment:
+    """The scenario's baselines (its objectives, GRPO first) and GRPO on its control, 32 paired seeds."""
+    sc = get_scenario(scenario)
+    if not sc.baselines:
+        raise ConfigError(f"scenario={scenario!r}: declares no baselines study")
+    return scenario_experiment(scenario, sc.baselines, range(seeds or 32), figure=arm_curves)
+
+
+def _own_seeds(make: Callable[..., Experiment]) -> Study:
+    """``make`` at ``seeds``, or at its own default when None."""
+
+    def study(seeds: int | None = None) -> Experiment:
+        return make(seeds) if seeds else make()
+
+    return study
+
+
+CATALOG: dict[str, Study] = {
+    **{f"{s.name}_baselines": partial(baselines, s.name) for s in SCENARIOS.values() if s.baselines},
+    "sapo_grid": _own_seeds(sapo_grid),
+    "drift_phase": _own_seeds(drift_phase),
+    "family": _own_seeds(family),
     "scenario_search": scenario_search,
+    "worlds": _own_seeds(worlds),
 }
 
 
-# scenario -> (the study holding its GRPO runs beside its control, as parts ``grpo`` and
-# ``grpo_control``, given seeds; the name of that study's store)
-SCENARIO_STUDIES: dict[str, tuple[Callable[[int], Experiment], str]] = {
-    "isdd": (isdd_baselines, "isdd_baselines"),
-    # the ladder's 0.1 M rung (the scenario's policy) at the scenario's RL lr
-    "isdd_qwen2": (lambda seeds: ladder("0.1m", seeds, lr=1e-3), "ladder"),
-    "isdd_qwen2_150": (isdd_qwen2_150_baselines, "isdd_qwen2_150_baselines"),
-}
+def get_study(name: str, seeds: int | None = None) -> Experiment:
+    if name not in CATALOG:
+        raise ConfigError(f"study {name!r}: unknown; known: {sorted(CATALOG)}")
+    return CATALOG[name](seeds)
 
 
-def scenario_study(scenario: str, seeds: int = 32) -> tuple[Experiment, str]:
-    """The study of ``SCENARIO_STUDIES[scenario]`` at ``seeds``, and its store's name."""
-    if scenario not in SCENARIO_STUDIES:
-        raise ConfigError(
-            f"scenario={scenario!r}: no study holds its control; known: {list(SCENARIO_STUDIES)}"
-        )
-    make, store = SCENARIO_STUDIES[scenario]
-    return make(seeds), store
+def study_store(name: str) -> str:
+    """The store a catalog study's runs go to: its name, or the store its scenario names."""
+    scenario = name.removesuffix("_baselines")
+    return (scenario in SCENARIOS and SCENARIOS[scenario].store) or name
 
 
-def stored_scenario_runs(scenario: str, root: Path, seeds: int = 32) -> Results:
-    """What the store of ``scenario_study(scenario)`` holds (nothing is trained)."""
-    exp, store = scenario_study(scenario, seeds)
-    return run_experiment(exp, store_for(store, root), only_stored=True)
+def stored_scenario_runs(scenario: str, root: Path, seeds: int = 32, smoke: bool = False) -> Results:
+    """What the store of ``scenario``'s baselines study holds (nothing is trained)."""
+    name = f"{scenario}_baselines"
+    if name not in CATALOG:
+        known = [n.removesuffix("_baselines") for n in CATALOG if n.endswith("_baselines")]
+        raise ConfigError(f"scenario={scenario!r}: no baselines study; known: {known}")
+    return run_experiment(
+        get_study(name, seeds), store_for(study_store(name), root, smoke), smoke, only_stored=True
+    )
 
 
-__all__ = ["CATALOG", "SCENARIO_STUDIES", "compare_experiment", "scenario_study", "stored_scenario_runs"]
+__all__ = [
+    "CATALOG",
+    "DEFAULT_SCENARIO",
+    "SCENARIOS",
+    "baselines",
+    "compare_experiment",
+    "get_study",
+    "stored_scenario_runs",
+    "study_store",
+]

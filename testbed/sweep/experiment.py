@@ -1,24 +1,24 @@
-"""Experiments as data: labelled sweeps run into one store, at a documented size or a smoke size,
-each carrying the columns of its summary table, the group the others are compared with, and its
-figure. The compare job, every ablation script and the paper figures run them the same way.
+"""Experiments as data: labelled sweeps (arms) run into one store, at a documented size or a smoke
+size, each carrying the columns of its summary table, the group the others are compared with, and
+its figure. The compare job, every study of ``testbed.studies`` and the paper figures run them the
+same way (``sapo-testbed compare|experiment|figures``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from testbed.analysis import summary_table
-from testbed.config import ConfigError, config_hash
-from testbed.sweep.executors import BACKENDS, make_executor
-from testbed.sweep.runner import RunsFailed, run_configs
+from testbed.config import config_hash
+from testbed.sweep.executors import make_executor
+from testbed.sweep.runner import run_configs
 from testbed.sweep.spec import SweepSpec
-from testbed.sweep.store import ResultStore, StoreError
+from testbed.sweep.store import ResultStore
 
 # The smoke size: tiny task and model, a couple of updates, one seed. Tests run every experiment so.
 SMOKE = {
@@ -43,34 +43,38 @@ Figure = Callable[[pd.DataFrame, pd.DataFrame, Path], None]  # (rows, summaries,
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """``parts`` maps a label (one ablation axis, one objective...) to its sweep; the summary
+    """``arms`` maps a label (one ablation axis, one objective...) to its sweep; the summary
     table groups runs by ``columns`` and pairs every group with ``reference`` (a dict of
-    ``columns`` values) where given; ``figure`` draws the experiment from its rows and summaries."""
+    ``columns`` values) where given, or is ``table(summaries)`` when the study has its own;
+    ``figure`` draws the experiment from its rows and summaries; ``smoke``: the study's own
+    overrides at smoke size, over ``SMOKE``."""
 
     name: str
-    parts: Mapping[str, SweepSpec]
+    arms: Mapping[str, SweepSpec]
     description: str = ""
-    columns: Sequence[str] = ("part",)
+    columns: Sequence[str] = ("arm",)
     reference: Mapping[str, object] | None = None
     figure: Figure | None = None
+    table: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    smoke: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def at_size(self, smoke: bool) -> dict[str, SweepSpec]:
         if not smoke:
-            return dict(self.parts)
+            return dict(self.arms)
         return {
             label: dataclasses.replace(
                 spec,
-                base={**spec.base, **SMOKE},
-                grid={k: v for k, v in spec.grid.items() if k not in SMOKE},
+                base={**spec.base, **SMOKE, **self.smoke},
+                grid={k: v for k, v in spec.grid.items() if k not in {**SMOKE, **self.smoke}},
                 seeds=spec.seeds[:2],
             )
-            for label, spec in self.parts.items()
+            for label, spec in self.arms.items()
         }
 
 
 @dataclasses.dataclass
 class Results:
-    """An experiment's stored runs: tidy rows, one summary per run (both with ``part``), the table."""
+    """An experiment's stored runs: tidy rows, one summary per run (both with ``arm``), the table."""
 
     rows: pd.DataFrame
     summaries: pd.DataFrame
@@ -91,7 +95,7 @@ def run_experiment(
     force: bool = False,
     only_stored: bool = False,
 ) -> Results:
-    """Run (or resume) every part into ``store``; return its rows, summaries and summary table.
+    """Run (or resume) every arm into ``store``; return its rows, summaries and summary table.
     ``only_stored``: run nothing, and read the runs the store holds (the others are left out)."""
     labelled = [(label, cfg) for label, spec in exp.at_size(smoke).items() for cfg in spec.configs()]
     if only_stored:
@@ -104,13 +108,16 @@ def run_experiment(
             executor.shutdown()
     if not labelled:  # only_stored, nothing stored
         return Results(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    # A run two arms share (e.g. GRPO and its control at smoke size) is read once for each arm.
     keys = [config_hash(c) for _, c in labelled]
-    parts = dict(zip(keys, (label for label, _ in labelled), strict=True))
+    arms = [label for label, _ in labelled]
     summaries = store.summaries(keys)
-    summaries.insert(0, "part", summaries["run"].map(parts))
-    rows = store.rows(keys).copy()  # one block: the inserted column does not fragment it
-    rows.insert(0, "part", rows["run"].map(parts))
-    return Results(rows, summaries, summary_table(summaries, exp.columns, exp.reference))
+    summaries.insert(0, "arm", arms)
+    rows = store.rows(keys).copy()  # one block per key, in order; the insert does not fragment it
+    per_run = rows.groupby("run", sort=False).size() // pd.Series(keys).value_counts()
+    rows.insert(0, "arm", np.repeat(arms, [per_run[k] for k in keys]))
+    table = exp.table(summaries) if exp.table else summary_table(summaries, exp.columns, exp.reference)
+    return Results(rows, summaries, table)
 
 
 def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
@@ -125,24 +132,3 @@ def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
         exp.figure(results.rows, results.summaries, out / exp.name)
         written.append(out / f"{exp.name}.png")
     return written
-
-
-def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> None:
-    """The command line every experiment script shares."""
-    parser = argparse.ArgumentParser(description=exp.description or exp.name)
-    parser.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks the script runs")
-    parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
-    parser.add_argument("--backend", choices=BACKENDS, default="local")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--force", action="store_true", help="redo stored runs")
-    args = parser.parse_args(argv)
-    store = store_for(exp.name, args.root, args.smoke)
-    try:
-        results = run_experiment(exp, store, args.smoke, args.backend, args.workers, force=args.force)
-    except (ConfigError, StoreError, RunsFailed) as err:
-        parser.exit(2 if not isinstance(err, RunsFailed) else 1, f"{exp.name}: {err}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{exp.name}: interrupted; finished runs are kept in {store.root}\n")
-    written = write_results(exp, results, store.root)
-    print(results.table.to_markdown(index=False, floatfmt=".3g"))
-    print(f"wrote {', '.join(p.name for p in written)} in {store.root}", file=sys.stderr)

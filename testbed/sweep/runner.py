@@ -11,6 +11,7 @@ workers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import multiprocessing
@@ -19,11 +20,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import traceback
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from testbed.config import ConfigError, config_hash, to_dict
-from testbed.run import RunConfig, split_populations, train_population
-from testbed.sweep.store import BrokenRun, ResultStore
+from testbed.run import RunConfig, default_cache_dir, split_populations, train_population, usable_cache_dir
+from testbed.sweep.store import BrokenRun, ResultStore, RunLock, StoreError
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
 
@@ -55,11 +55,6 @@ class RunsFailed(RuntimeError):
             f"{len(self.failures)} of {total} runs failed (the rest are stored; details in "
             f"{store.failed}/): {shown}{more}"
         )
-
-
-def default_cache_dir() -> Path:
-    """Where warm-started weights are cached: $SAPO_TESTBED_CACHE or ~/.cache/sapo-testbed."""
-    return Path(os.environ.get("SAPO_TESTBED_CACHE", Path.home() / ".cache" / "sapo-testbed"))
 
 
 @functools.cache
@@ -143,6 +138,8 @@ def _exit_with_parent() -> None:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # a bar's default lock is a named semaphore that a terminated worker would leave behind
+    tqdm.set_lock(threading.RLock())
     _exit_with_parent()
 
 
@@ -160,7 +157,9 @@ class LocalExecutor(ProcessPoolExecutor):
         )
 
     def terminate_workers(self) -> None:
-        """Stop every worker now (their current runs are lost), then release the pool."""
+        """Stop every worker now (their current runs are lost), then release the pool. Its futures
+        are left to the pool's own thread, which cancels the queued ones and fails the running ones
+        (a future cancelled from outside would make that thread raise)."""
         processes = list((self._processes or {}).values())  # no public handle before Python 3.14
         for p in processes:
             p.terminate()
@@ -169,34 +168,30 @@ class LocalExecutor(ProcessPoolExecutor):
             if p.is_alive():
                 p.kill()
         self.shutdown(wait=False, cancel_futures=True)
+        thread: threading.Thread | None = getattr(self, "_executor_manager_thread", None)
+        if thread is not None:
+            thread.join(timeout=10)  # it closes the pool's queues: no semaphore is left behind
 
 
 def local_executor(max_workers: int | None = None) -> LocalExecutor:
     return LocalExecutor(max_workers)
 
 
-def usable_cache_dir(cache_dir: Path | None) -> Path | None:
-    """``cache_dir`` if warm starts can be cached there, else None with a warning (it is optional)."""
-    if cache_dir is None:
-        return None
-    try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=cache_dir):
-            pass
-    except OSError as err:
-        warnings.warn(
-            f"warm-start cache {cache_dir} cannot be written ({err.strerror or err}): "
-            "warm starts will be computed and not cached (set SAPO_TESTBED_CACHE to change it)",
-            stacklevel=3,
-        )
-        return None
-    return Path(cache_dir)
-
-
-def _plan(store: ResultStore, configs: Mapping[str, RunConfig], force: bool) -> dict[str, RunConfig]:
-    """The runs to do: absent, broken (warned and discarded) or, with ``force``, all."""
-    todo = {}
+def _plan(
+    store: ResultStore,
+    configs: Mapping[str, RunConfig],
+    force: bool,
+    locks: dict[str, RunLock],
+    wait: bool = False,
+) -> tuple[dict[str, RunConfig], dict[str, RunConfig]]:
+    """The runs to do, each claimed into ``locks``: absent, broken (warned and discarded) or, with
+    ``force``, all; and the runs another process is making now (``wait``: wait for it instead)."""
+    todo, elsewhere = {}, {}
     for key, cfg in configs.items():
+        lock = store.claim(key, wait)
+        if lock is None:
+            elsewhere[key] = cfg
+            continue
         try:
             store.record(key)
             complete = True
@@ -207,8 +202,10 @@ def _plan(store: ResultStore, configs: Mapping[str, RunConfig], force: bool) -> 
             complete = False
         if force or not complete:
             store.discard(key)
-            todo[key] = cfg
-    return todo
+            todo[key], locks[key] = cfg, lock
+        else:
+            lock.release()
+    return todo, elsewhere
 
 
 def _one_line(err: BaseException) -> str:
@@ -240,37 +237,82 @@ def run_configs(
     populations of at most ``population`` members (1: one run per task), saving each as it
     finishes; each run also streams its rows, and keeps what the store asks (``store.track``,
     ``store.save_policy``), in ``store.folder(key)``. ``update_bar``: each worker shows a bar over
-    its updates (for one run; several workers' bars would overwrite each other). Returns every
-    key, in order; raises RunsFailed at the end if any run failed (the others are stored) and
-    KeyboardInterrupt, workers stopped, on Ctrl-C."""
+    its updates (for one run; several workers' bars would overwrite each other). A run that
+    another process is making in the same store (a sweep started alongside) is waited for, and
+    made here only if that process did not store it. Returns every key, in order; raises
+    RunsFailed at the end if any run failed (the others are stored), StoreError (workers
+    stopped, stored runs kept) if the store cannot be written, and KeyboardInterrupt, workers
+    stopped, on Ctrl-C."""
     if isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ConfigError(f"population={population!r}: must be an int >= 1")
     keys = [config_hash(c) for c in configs]
     store.check_writable()  # before any work: a run is never trained for nowhere
     store.remove_stale_temporaries()
-    todo = _plan(store, dict(zip(keys, configs, strict=True)), force)  # a repeated config runs once
-    total = len(set(keys))
-    if total > len(todo) and progress:
-        print(
-            f"{total - len(todo)} of {total} runs already in {store.root}: reused (--force redoes them)",
-            file=sys.stderr,
-        )
-    if not todo:
-        return keys
-    cache_dir = usable_cache_dir(cache_dir or default_cache_dir())
-    own = executor is None
-    workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-    groups = split_populations(list(todo.values()), population, min_populations=workers)
-    executor = executor or local_executor(min(len(groups), os.cpu_count() or 1))
-    bar = tqdm(total=total, initial=total - len(todo), desc="runs", disable=not progress)
+    unique = dict(zip(keys, configs, strict=True))  # a repeated config runs once
+    total, own = len(unique), executor is None
+    locks: dict[str, RunLock] = {}
+    failures: dict[str, str] = {}
+
+    def make(todo: Mapping[str, RunConfig], bar: tqdm) -> None:
+        nonlocal executor
+        workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
+        groups = split_populations(list(todo.values()), population, min_populations=workers)
+        executor = executor or local_executor(min(len(groups), os.cpu_count() or 1))
+        failures.update(_run(groups, store, executor, cache_dir, bar, locks, update_bar))
+
     try:
-        failures = _run(groups, store, executor, cache_dir, bar, update_bar)
+        todo, elsewhere = _plan(store, unique, force, locks)
+        reused = total - len(todo) - len(elsewhere)
+        kept = [w for w, on in (("tracked", store.track), ("saved", store.save_policy)) if on]
+        if reused and kept:  # what a stored run's folder holds is what its own run kept
+            warnings.warn(
+                f"{reused} of {total} runs already stored: not trained again, so not {' or '.join(kept)} "
+                "(--force reruns them)",
+                stacklevel=2,
+            )
+        if reused and progress:
+            print(
+                f"{reused} of {total} runs already in {store.root}: reused (--force redoes them)",
+                file=sys.stderr,
+            )
+        if elsewhere and progress:
+            print(
+                f"{len(elsewhere)} of {total} runs are being made by another process in {store.root}: "
+                "waiting for them after the rest",
+                file=sys.stderr,
+            )
+        if not todo and not elsewhere:
+            return keys
+        cache_dir = usable_cache_dir(cache_dir or default_cache_dir())
+        with tqdm(total=total, initial=reused, desc="runs", disable=not progress) as bar:
+            if todo:
+                make(todo, bar)
+            if elsewhere:  # wait for the other process; make what it did not store
+                todo, _ = _plan(store, elsewhere, False, locks, wait=True)
+                bar.update(len(elsewhere) - len(todo))
+                if todo:
+                    make(todo, bar)
     finally:
-        if own:
+        for lock in locks.values():
+            lock.release()
+        if own and executor is not None:
             executor.shutdown()
     if failures:
         raise RunsFailed(failures, total, store)
     return keys
+
+
+def _keep(store: ResultStore, locks: dict[str, RunLock], key: str, write: Callable[[], None]) -> None:
+    """Store run ``key``'s result or failure with ``write``, then release its claim. A store that
+    cannot be written (a full disk) stops the sweep with one line; stored runs are kept."""
+    try:
+        write()
+    except OSError as err:
+        raise StoreError(
+            f"{store.root}: cannot store run {key} ({err.strerror or err}); the runs stored so far are "
+            "kept: free space (or fix the folder) and run the same command to resume"
+        ) from err
+    locks.pop(key).release()
 
 
 def _run(
@@ -279,53 +321,70 @@ def _run(
     executor: Executor,
     cache_dir: Path | None,
     bar: tqdm,
+    locks: dict[str, RunLock],
     update_bar: bool = False,
 ) -> dict[str, str]:
-    """Submit every population, store its members as it finishes; returns the one-line errors of
-    failed runs."""
+    """Submit every population, store its members as it finishes, releasing their claims in
+    ``locks``; returns the one-line errors of failed runs."""
     options = (store.runs, store.track, store.save_policy, update_bar)
     args = [(list(g), cache_dir, *options) for g in groups]
-    if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
-        submitted = executor.submit_many(train_members, args)
-    else:
-        submitted = [executor.submit(train_members, *a) for a in args]
-    futures = dict(zip(submitted, groups, strict=True))
+    futures: dict[Future, Sequence[RunConfig]] = {}
     failures: dict[str, str] = {}
     done: set[Future] = set()
 
     def collect(fut: Future) -> None:
+        done.add(fut)
         cfgs = futures[fut]
         try:
             outputs = fut.result()
         except Exception as err:  # the population's own error: record it, keep the others going
             for cfg in cfgs:
                 key = config_hash(cfg)
-                store.write_failure(key, _failure_record(cfg, err))
+                _keep(
+                    store, locks, key, functools.partial(store.write_failure, key, _failure_record(cfg, err))
+                )
                 failures[key] = _one_line(err)
         else:
             for cfg, (rows, summary, prov) in zip(cfgs, outputs, strict=True):
-                store.write(config_hash(cfg), rows, summary, prov, config=to_dict(cfg))
-        done.add(fut)
+                key = config_hash(cfg)
+                write = functools.partial(store.write, key, rows, summary, prov, config=to_dict(cfg))
+                _keep(store, locks, key, write)
         bar.update(len(cfgs))
 
     try:
+        if hasattr(executor, "submit_many"):  # e.g. one SLURM job array
+            submitted = executor.submit_many(train_members, args)
+        else:
+            submitted = [executor.submit(train_members, *a) for a in args]
+        futures.update(zip(submitted, groups, strict=True))
         for fut in as_completed(futures):
             collect(fut)
-    except KeyboardInterrupt:
-        for fut in futures:
-            fut.cancel()
-        for fut in futures:  # keep what finished before the interrupt
-            if fut.done() and not fut.cancelled() and fut not in done:
-                collect(fut)
-        _stop(executor)
+    except BaseException as err:  # Ctrl-C, or a store that cannot be written: stop the work
+        with _no_interrupt():
+            if isinstance(err, KeyboardInterrupt):
+                for fut in futures:  # keep what finished before the interrupt
+                    if fut.done() and not fut.cancelled() and fut not in done:
+                        collect(fut)
+            _stop(executor)
         raise
-    finally:
-        bar.close()
     return failures
 
 
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Ignore a second Ctrl-C while the first one's clean-up runs (signals reach the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _stop(executor: Executor) -> None:
-    """Stop the executor's running work now: kill local workers, cancel cluster jobs."""
+    """Stop the executor's running work now: kill local workers, cancel queued and cluster jobs."""
     terminate = getattr(executor, "terminate_workers", None)
     if terminate is not None:
         terminate()

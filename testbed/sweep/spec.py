@@ -3,16 +3,17 @@
 From Python (``SweepSpec(base={...}, grid={...}, seeds=[...])``), from a YAML or JSON file::
 
     base: {trainer.n_updates: 60}
-    grid: {objective.tau: [0.5, 0.8, 1.0], objective.name: [sapo]}
+    grid: {objective.sapo_tau: [0.5, 0.8, 1.0], objective.name: [sapo]}
     random: {n: 4, space: {trainer.lr: {loguniform: [0.001, 0.01]}}}
     seeds: [0, 1, 2]
 
-or from command-line overrides (``objective.tau=0.5,0.8`` makes an axis of two values).
+or from command-line overrides (``objective.sapo_tau=0.5,0.8`` makes an axis of two values).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -22,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from testbed.config import ConfigError, parse_overrides, with_overrides
+from testbed.config import ConfigError, load_yaml, parse_overrides, read_text, shown, with_overrides
 from testbed.run import RunConfig
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
@@ -45,7 +45,7 @@ def _is_int(v: Any) -> bool:
 
 def _check_distribution(field: str, dist: Any) -> None:
     """A random-space entry is ``{kind: [args]}`` with arguments that kind can sample from."""
-    where = f"SweepSpec.random.space[{field!r}]={dist!r}"
+    where = f"SweepSpec.random.space[{field!r}]={shown(dist)}"
     if not isinstance(dist, Mapping) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
         raise ConfigError(f"{where}: must be {{kind: [args]}}, kind one of {list(DISTRIBUTIONS)}")
     ((kind, args),) = dist.items()
@@ -72,13 +72,19 @@ class SweepSpec:
     def __post_init__(self) -> None:
         for name in ("base", "grid", "random"):
             if not isinstance(getattr(self, name), Mapping):
-                raise ConfigError(f"SweepSpec.{name}={getattr(self, name)!r}: must be a mapping")
+                raise ConfigError(f"SweepSpec.{name}={shown(getattr(self, name))}: must be a mapping")
         for field, values in self.grid.items():
             if not _is_list(values) or not values:
-                raise ConfigError(f"SweepSpec.grid[{field!r}]={values!r}: must be a non-empty list")
+                raise ConfigError(f"SweepSpec.grid[{field!r}]={shown(values)}: must be a non-empty list")
         self._check_random()
+        for name in ("base", "grid"):
+            if "seed" in getattr(self, name):
+                raise ConfigError(
+                    f"SweepSpec.{name}['seed']: seeds are named by seeds (a file's seeds: [1000, 1001], "
+                    "the command line's --seeds 1000-1001), not as a config field"
+                )
         if not _is_list(self.seeds) or not self.seeds or not all(_is_int(s) for s in self.seeds):
-            raise ConfigError(f"SweepSpec.seeds={self.seeds!r}: must be a non-empty list of integers")
+            raise ConfigError(f"SweepSpec.seeds={shown(self.seeds)}: must be a non-empty list of integers")
 
     def _check_random(self) -> None:
         unknown = set(self.random) - {"n", "seed", "space"}
@@ -86,13 +92,13 @@ class SweepSpec:
             raise ConfigError(f"SweepSpec.random: unknown key(s) {sorted(unknown)}; known: n, seed, space")
         n, seed = self.random.get("n", 1), self.random.get("seed", 0)
         if not _is_int(n) or n < 1:
-            raise ConfigError(f"SweepSpec.random.n={n!r}: must be an integer >= 1")
+            raise ConfigError(f"SweepSpec.random.n={shown(n)}: must be an integer >= 1")
         if not _is_int(seed) or seed < 0:
-            raise ConfigError(f"SweepSpec.random.seed={seed!r}: must be an integer >= 0")
+            raise ConfigError(f"SweepSpec.random.seed={shown(seed)}: must be an integer >= 0")
         space = self.random.get("space", {})
         if not isinstance(space, Mapping):
             raise ConfigError(
-                f"SweepSpec.random.space={space!r}: must be a mapping of field to {{kind: [args]}}"
+                f"SweepSpec.random.space={shown(space)}: must be a mapping of field to {{kind: [args]}}"
             )
         for field, dist in space.items():
             _check_distribution(field, dist)
@@ -135,21 +141,23 @@ def _read(path: Path) -> Any:
     """The parsed content of a YAML or JSON sweep file; one-line errors for anything else."""
     if path.suffix not in SPEC_SUFFIXES:
         raise ConfigError(f"{path}: a sweep file must end in {', '.join(SPEC_SUFFIXES)}")
+    if path.suffix != ".json":
+        return load_yaml(path)
+    text = read_text(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from err
-    if path.suffix == ".json":
-        try:
-            return json.loads(text) if text.strip() else None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err}{where})") from err
+        return json.loads(text, object_pairs_hook=functools.partial(_unique, path)) if text.strip() else None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+
+
+def _unique(path: Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each written once (else the last one would win)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"{path}: not valid JSON (key {key!r} written twice)")
+        out[key] = value
+    return out
 
 
 def load_spec(path: Path | str) -> SweepSpec:
@@ -178,3 +186,27 @@ def spec_from_overrides(pairs: Sequence[str], seeds: Sequence[int]) -> SweepSpec
         else:
             base[k] = v
     return SweepSpec(base=base, grid=grid, seeds=tuple(seeds))
+
+
+MAX_SEEDS = 100_000  # a range past this is a typo, not a study
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Seeds named on the command line: ``16`` is 0..15, ``1000-1015`` a range (both ends in),
+    ``3,7,9`` a list."""
+    try:
+        if "," in text:
+            seeds = [int(t) for t in text.split(",")]
+        elif "-" in text.strip()[1:]:
+            low, high = (int(t) for t in text.split("-", 1))
+            seeds = list(range(low, high + 1)) if high - low < MAX_SEEDS else []
+        else:
+            seeds = list(range(int(text))) if int(text) <= MAX_SEEDS else []
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= s < 2**63 for s in seeds):
+        raise ConfigError(
+            f"seeds {text!r}: expected a count N (seeds 0..N-1), a range A-B or a list A,B,C of distinct "
+            f"seeds in [0, 2**63), at most {MAX_SEEDS}"
+        )
+    return tuple(seeds)

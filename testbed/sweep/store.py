@@ -13,29 +13,36 @@ Beside them, ``runs/<key>/`` holds what a run writes while it goes (see ``testbe
 ``save_policy`` say what its runs keep; the sweep runner reads them.
 
 Each file is written to a temporary name (created like any file, so the umask decides who may
-read it) and renamed into place, so a killed sweep leaves either a finished file or none.
+read it) and renamed into place, so a killed sweep leaves either a finished file or none. A
+process makes a run only while it holds the run's lock (``claim``: ``runs/.<key>.lock``, released
+by the system if the process dies), so sweeps started together on one store never make, redo or
+remove the same run at once.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
-import socket
 import tempfile
-import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from testbed.io import HOST as _HOST  # temporary names say which process writes them
+from testbed.io import atomic_write
 from testbed.tracking import KINDS as TRACKERS
 
-FORMAT = 2  # the record layout; records of other layouts (or none) are redone
-_HOST = socket.gethostname().replace(".", "-")  # temporary names say which process writes them
+# The record layout and numerics; records of others (or none) are redone. 3: evaluations draw their
+# episodes and sampling streams from (seed, update) alone, so older records' evaluations differ.
+FORMAT = 3
 
 
 class StoreError(Exception):
@@ -46,20 +53,46 @@ class BrokenRun(StoreError):
     """A stored run's files are incomplete or do not match their record."""
 
 
-def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write ``content`` (text as UTF-8) to ``path`` at once: readers see the old file or the new."""
-    data = content.encode() if isinstance(content, str) else content
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # "x" creates it with mode 0666 & ~umask, as any file
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+class RunLock:
+    """The claim of one process on one run (``ResultStore.claim``); ``release`` ends it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        self.path.unlink(missing_ok=True)  # while still held: a waiter then sees its file gone, retries
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _lock(path: Path, wait: bool) -> int | None:
+    """A descriptor of ``path`` holding its exclusive lock; None if another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as err:  # a file system without locks: go on unguarded rather than not at all
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
+            warnings.warn(
+                f"{path.parent}: no file locks ({err.strerror}): run one sweep at a time", stacklevel=4
+            )
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the holder before us removes the file on release: lock the one now in place
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _sha256(data: bytes) -> str:
@@ -99,6 +132,14 @@ class ResultStore:
             raise StoreError(
                 f"output folder {self.root}: cannot write there ({err.strerror or err})"
             ) from err
+
+    def claim(self, key: str, wait: bool = False) -> RunLock | None:
+        """The lock under which this process alone makes, redoes or removes run ``key``; None when
+        another process holds it (``wait``: block until it is released instead)."""
+        self.runs.mkdir(parents=True, exist_ok=True)
+        path = self.runs / f".{key}.lock"
+        fd = _lock(path, wait)
+        return None if fd is None else RunLock(path, fd)
 
     def remove_stale_temporaries(self) -> None:
         """Remove the temporary files of writers on this host that were killed mid-write."""
@@ -154,6 +195,26 @@ class ResultStore:
             return []
         return sorted(p.stem for p in self.runs.glob("*.json") if self.has(p.stem))
 
+    def broken(self) -> dict[str, str]:
+        """The stored runs that cannot be used, each with why (a sweep redoes them)."""
+        if not self.runs.exists():
+            return {}
+        found = {p.stem: self.problem(p.stem) for p in sorted(self.runs.glob("*.json"))}
+        return {k: why for k, why in found.items() if why is not None}
+
+    def _all_keys(self) -> list[str]:
+        """``keys()``, with a warning naming the broken runs left out, and why."""
+        broken = self.broken()
+        if broken:
+            shown = "; ".join(f"{k}: {why}" for k, why in list(broken.items())[:3])
+            more = " ..." if len(broken) > 3 else ""
+            warnings.warn(
+                f"{self.root}: left out {len(broken)} broken run(s) ({shown}{more}); "
+                "run the sweep again to redo them",
+                stacklevel=3,
+            )
+        return self.keys()
+
     def _verified(self, key: str) -> tuple[dict[str, Any], bytes]:
         """``record(key)``, with one-line errors saying what to do."""
         try:
@@ -171,14 +232,15 @@ class ResultStore:
         return frame
 
     def rows(self, keys: list[str] | None = None) -> pd.DataFrame:
-        """One tidy frame: a row per (run, update), config fields as dotted columns."""
-        keys = self.keys() if keys is None else keys
+        """One tidy frame: a row per (run, update), config fields as dotted columns; without
+        ``keys``, every complete run (a warning names the broken ones left out)."""
+        keys = self._all_keys() if keys is None else keys
         frames = [self._frame(k) for k in keys]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def summaries(self, keys: list[str] | None = None) -> pd.DataFrame:
-        """A row per run: its summary and provenance."""
-        keys = self.keys() if keys is None else keys
+        """A row per run: its summary and provenance (without ``keys``: as ``rows``)."""
+        keys = self._all_keys() if keys is None else keys
         records = [self._verified(k)[0] for k in keys]
         return pd.DataFrame([{**r["summary"], **r["provenance"]} for r in records])
 
@@ -193,7 +255,8 @@ class ResultStore:
         """The failure records of runs that failed and have not succeeded since."""
         if not self.failed.exists():
             return {}
-        return {p.stem: json.loads(p.read_text()) for p in sorted(self.failed.glob("*.json"))}
+        paths = sorted(self.failed.glob("*.json"))
+        return {p.stem: json.loads(p.read_text()) for p in paths if not self.has(p.stem)}
 
     # -- writing ---------------------------------------------------------------------------------
     def write(

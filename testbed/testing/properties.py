@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,7 @@ def evaluate(
     objective: Objective, cfg: ObjectiveConfig, batch: ObjectiveBatch, **replace: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(loss, d loss / d log_probs, metrics) for ``batch`` with some tensors replaced."""
-    fields = {
+    fields: dict[str, Any] = {
         "log_probs": batch.log_probs,
         "old_log_probs": batch.old_log_probs,
         "advantages": batch.advantages,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed.config import shown
 from testbed.envs.world import World
 
 
@@ -90,11 +91,19 @@ def read_records(path: Path | str) -> list[dict[str, Any]]:
     """Rows of a ``.parquet`` file or of JSON lines (``.jsonl``, ``.json``, anything else)."""
     path = Path(path)
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except pa.ArrowInvalid as e:
+            raise ValueError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from e
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{n}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
         if line.strip():
             try:
                 record = json.loads(line)
@@ -108,14 +117,19 @@ def read_records(path: Path | str) -> list[dict[str, Any]]:
 
 def document(record: Mapping[str, Any], default_id: str, where: str = "") -> Document:
     """A corpus record (``contents``, or ``text`` with an optional ``title``) as a ``Document``."""
+    for name in ("contents", "text", "title"):
+        value = record.get(name)
+        if name in record and not isinstance(value, str) and not (name == "title" and value is None):
+            raise ValueError(f"{where}'{name}' must be text, got {shown(value)}")
     if "contents" in record:
-        contents = str(record["contents"])
+        contents = record["contents"]
     elif "text" in record:
         title = record.get("title")
-        contents = f'"{title}"\n{record["text"]}' if title else str(record["text"])
+        contents = f'"{title}"\n{record["text"]}' if title else record["text"]
     else:
         raise ValueError(f"{where}a corpus record needs a 'text' field (or Search-R1's 'contents')")
-    return Document(str(record.get("id", default_id)), contents)
+    doc_id = record.get("id")
+    return Document(default_id if doc_id is None else str(doc_id), contents)
 
 
 def load_corpus(path: Path | str) -> list[Document]:
@@ -133,10 +147,19 @@ def gold_answers(record: Mapping[str, Any], where: str = "") -> list[str]:
         gold = ((record.get("reward_model") or {}).get("ground_truth") or {}).get("target")
     if gold is None:
         raise ValueError(f"{where}a QA record needs 'golden_answers' (or reward_model.ground_truth.target)")
-    answers = [gold] if isinstance(gold, str) else [str(a) for a in gold]
-    if not answers:
+    answers = [gold] if isinstance(gold, str) else gold
+    if not isinstance(answers, list | tuple | np.ndarray) or not all(_is_answer(a) for a in answers):
+        raise ValueError(f"{where}golden_answers: expected a string or a list of them, got {shown(gold)}")
+    if not len(answers):
         raise ValueError(f"{where}golden_answers is empty")
-    return answers
+    return [str(a) for a in answers]
+
+
+def _is_answer(value: Any) -> bool:
+    """Text, or a number (a year, a count) read as its text; not null, a list or blank."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def read_qa(path: Path | str) -> tuple[list[str], list[list[str]]]:

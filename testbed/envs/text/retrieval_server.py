@@ -7,23 +7,31 @@ answers ``{"result": [per query: [document, ...]]}``, or with ``return_scores`` 
 corpus record (``{"id", "contents"}``, ``contents`` = ``'"title"\\ntext'``). Its own client
 (``search_r1/llm_agent/generation.py``) reads ``document["contents"]``.
 
+A ``topk`` of 0 or null (or none given) asks for the server's default, as Search-R1's server reads it.
+
 ``RetrievalClient`` is a ``TextRetriever`` like ``BM25Retriever``: ``search`` gives doc ids
 [n, k] and ``texts[id]`` their contents. The server sends documents, not ids, so the client numbers
 each distinct document (by its ``id``, else its contents) the first time it comes back and keeps
-its text: the text task renders whatever the server returned.
+its text: the text task renders whatever the server returned. Its ``timeout`` bounds a whole
+request (connecting, sending, reading), so a server that trickles its answer is cut off in time.
+A run uses one when its config names it (``task.retriever.url``, ``top_k``, ``timeout``).
 
 ``RetrievalServer`` serves BM25 over a corpus file with the standard library's threading HTTP
-server (bounded request size, query count and top-k; per-connection timeouts). From a shell:
+server (bounded request size, query count and top-k; per-connection timeouts); a fault inside it
+answers 500 with ``{"detail": ...}`` naming it. From a shell:
 ``python -m testbed.envs.text.retrieval_server --corpus corpus.jsonl --port 8000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
+import socket
 import threading
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,14 +50,17 @@ class RetrievalClient:
     """Search-R1's retrieval protocol as a ``TextRetriever``; ``url`` is the endpoint (``.../retrieve``)."""
 
     def __init__(self, url: str, top_k: int = 3, timeout: float = 10.0) -> None:
-        if timeout <= 0:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url: expected http://host:port/retrieve, got {url!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
+        if not timeout > 0:
             raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
         self.url, self.top_k, self.timeout = url, top_k, timeout
+        self._parts = parts
         self.texts: list[str] = []  # contents of every document seen, by local id
         self._ids: dict[str, int] = {}
-        # No proxy: a retrieval server sits beside the trainer, and an environment proxy would
-        # swallow loopback requests.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def search(self, queries: Sequence[str], k: int | None = None) -> np.ndarray:
         """Local doc ids [len(queries), k], best first; -1 where the server returned fewer than k."""
@@ -94,29 +105,52 @@ class RetrievalClient:
         return self._ids[key]
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as e:
-            raise self._error(f"HTTP {e.code}: {_detail(e.read())}") from None
-        except TimeoutError:  # socket.timeout too (an alias since 3.10)
-            raise self._error(f"timed out after {self.timeout} s") from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, TimeoutError):
-                raise self._error(f"timed out after {self.timeout} s") from None
-            raise self._error(f"cannot reach the server ({e.reason})") from None
-        except OSError as e:  # a connection reset or refused mid-request
-            raise self._error(f"cannot reach the server ({e})") from None
+        """POST ``payload`` and read the answer within ``timeout`` seconds in all (connecting,
+        sending and reading: a server that trickles its answer is cut off at the deadline)."""
+        status, body = self._exchange(json.dumps(payload).encode())
+        if status != 200:
+            raise self._error(f"HTTP {status}: {_detail(body)}")
         try:
             answer = json.loads(body)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise self._error(f"bad response: not JSON: {body[:80]!r}") from None
         if not isinstance(answer, dict):
             raise self._error("bad response: expected a JSON object")
         return answer
+
+    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of one request, with ``timeout`` as a total deadline. No proxy: a
+        retrieval server sits beside the trainer, and an environment proxy would swallow loopback."""
+        parts = self._parts
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = kind(parts.hostname or "", parts.port, timeout=self.timeout)
+        deadline = threading.Event()
+
+        def cut() -> None:  # wakes a read blocked on a server that sends a byte now and then
+            deadline.set()
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):  # already closed: nothing to wake
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.timeout, cut)
+        timer.daemon = True
+        start = time.monotonic()
+        timer.start()
+        try:
+            target = f"{parts.path or '/'}{'?' if parts.query else ''}{parts.query}"
+            conn.request("POST", target, body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+        except (TimeoutError, OSError, http.client.HTTPException) as e:  # socket.timeout is TimeoutError
+            if deadline.is_set() or isinstance(e, TimeoutError) or time.monotonic() - start >= self.timeout:
+                raise self._error(f"timed out after {self.timeout} s") from None
+            raise self._error(f"cannot reach the server ({e or type(e).__name__})") from None
+        finally:
+            timer.cancel()
+            conn.close()
+        if deadline.is_set():  # the answer ended as the deadline cut it: it may be partial
+            raise self._error(f"timed out after {self.timeout} s")
+        return response.status, data
 
     def _error(self, message: str) -> RetrievalError:
         return RetrievalError(f"retrieval server {self.url}: {message}")
@@ -155,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _BadRequest as e:
             self.close_connection = True  # an unread body must not be taken for the next request
             self._send(e.status, {"detail": e.detail})
+        except Exception as e:  # a fault of ours: say so (500), never drop the connection unanswered
+            self.close_connection = True
+            self._send(500, {"detail": f"internal error: {type(e).__name__}: {e}"})
 
     def _read_json(self) -> Any:
         length = self.headers.get("Content-Length")
@@ -221,9 +258,9 @@ class RetrievalServer:
             raise _BadRequest(422, "queries: expected a list of strings")
         if len(queries) > self.max_queries:
             raise _BadRequest(413, f"queries: {len(queries)}, at most {self.max_queries} a request")
-        k = self.top_k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_topk:
-            raise _BadRequest(422, f"topk: expected an integer in [1, {self.max_topk}], got {k!r}")
+        if isinstance(k, bool) or not (k is None or isinstance(k, int)) or not 0 <= (k or 0) <= self.max_topk:
+            raise _BadRequest(422, f"topk: expected an integer in [0, {self.max_topk}] or null, got {k!r}")
+        k = k or self.top_k  # 0 or null: the server's default, as Search-R1's server reads them
         if not isinstance(scores, bool):
             raise _BadRequest(422, f"return_scores: expected true or false, got {scores!r}")
         with self._lock:
@@ -267,7 +304,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--topk", type=int, default=3)
     args = parser.parse_args(argv)
-    server = RetrievalServer(load_corpus(args.corpus), args.topk, args.host, args.port)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"argument --port: expected 0..65535, got {args.port}")
+    if not 1 <= args.topk <= 100:
+        parser.error(f"argument --topk: expected 1..100, got {args.topk}")
+    try:
+        docs = load_corpus(args.corpus)
+    except OSError as e:
+        parser.exit(2, f"{parser.prog}: error: --corpus {args.corpus}: cannot read it ({e.strerror or e})\n")
+    except ValueError as e:  # names the file and line
+        parser.exit(2, f"{parser.prog}: error: --corpus {e}\n")
+    try:
+        server = RetrievalServer(docs, args.topk, args.host, args.port)
+    except OSError as e:  # the port is taken, or the host is not this machine's
+        parser.exit(2, f"{parser.prog}: error: cannot serve at {args.host}:{args.port} ({e.strerror or e})\n")
     print(f"serving {len(server.docs)} documents at {server.url}", flush=True)
     try:
         server.httpd.serve_forever()

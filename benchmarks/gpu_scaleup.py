@@ -2,8 +2,8 @@
 the synthetic search task with the BM25 tool. Prints rollout tokens/s, training tokens/s and peak
 GPU memory per objective.
 
-    python experiments/gpu_scaleup.py --model /path/to/local/Qwen2.5-0.5B-Instruct
-    python experiments/gpu_scaleup.py              # no weights: Qwen2-0.5B shape, random init
+    python benchmarks/gpu_scaleup.py --model /path/to/local/Qwen2.5-0.5B-Instruct
+    python benchmarks/gpu_scaleup.py              # no weights: Qwen2-0.5B shape, random init
 
 Without weights the model is a real architecture at a real size initialised from its config (so
 the throughput figures are real; the rewards are not). It needs a CUDA machine for meaningful
@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ from testbed.policies.hf_tiny import train_tokenizer
 from testbed.run import RunConfig, build_trainer
 
 # Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936).
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "qwen2-0.5b": {
         "hidden_size": 896,
         "intermediate_size": 4864,
@@ -52,7 +53,8 @@ def random_model(shape: str, device: str):
 
     cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=True)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype)
+    model = Qwen2ForCausalLM(cfg)
+    return model.to(device=device, dtype=dtype)  # type: ignore[call-arg]  # transformers' decorated .to
 
 
 def measure(trainer, updates: int, device: str) -> dict[str, float]:
