@@ -74,63 +74,83 @@ def mcnemar_p(a: Sequence[bool], b: Sequence[bool]) -> float:
     return float(stats.binomtest(only_a, only_a + only_b).pvalue)
 
 
-def _mean_ci(x: pd.Series) -> str:
-    lo, hi = bootstrap_ci(x)
-    warn = " (!)" if x.notna().sum() < MIN_SEEDS else ""
-    return f"{x.mean():.3f} [{lo:.3f}, {hi:.3f}]{warn}"
-
-
-def summary_table(
+def summary_numbers(
     summaries: pd.DataFrame, by: Sequence[str], reference: Mapping[str, object] | None = None
 ) -> pd.DataFrame:
-    """Per group of ``by``: seeds, start EM, peak and final EM as mean [95% bootstrap CI], collapse
-    rate [95% Wilson], median collapse update; with ``reference`` (a dict of ``by`` values naming
-    one group), each other group's paired differences to it: final-EM difference, Wilcoxon p and
-    exact McNemar p on collapse, Holm-adjusted over all groups. ``(!)``: fewer than 5 seeds."""
+    """Per group of ``by``, one column per number (an experiment's ``table.csv``): ``seeds``,
+    ``start_em`` (mean), ``peak_em`` and ``final_em`` (mean, ``_ci_low`` / ``_ci_high``: 95%
+    bootstrap CI), ``collapses``, ``collapse_rate`` (95% Wilson ``_ci_low`` / ``_ci_high``),
+    ``median_collapse_update``; with ``reference`` (a dict of ``by`` values naming one group), each
+    other group's paired differences to it: ``final_em_diff`` (mean over seeds), ``p_final_wilcoxon``
+    and ``p_collapse_mcnemar`` (exact), and both Holm-adjusted over all groups (``_holm``)."""
     by = list(by)
     groups = list(summaries.groupby(by, sort=False, dropna=False))
     ref = None
     if reference is not None:
         ref = next((g for key, g in groups if _key(by, key) == reference), None)
-    rows, pvals = [], []
+    rows: list[dict[str, object]] = []
+    pvals: list[float] = []
     for key, g in groups:
+        row: dict[str, object] = {**_key(by, key), "seeds": len(g), "start_em": g["warm_em"].mean()}
+        for metric in ("peak_em", "final_em"):
+            lo, hi = bootstrap_ci(g[metric])
+            row |= {metric: g[metric].mean(), f"{metric}_ci_low": lo, f"{metric}_ci_high": hi}
         k = int(g["collapsed"].sum())
         lo, hi = wilson_ci(k, len(g))
-        row = {
-            **_key(by, key),
-            "seeds": len(g),
-            "start EM": f"{g['warm_em'].mean():.3f}",
-            "peak EM": _mean_ci(g["peak_em"]),
-            "final EM": _mean_ci(g["final_em"]),
-            "collapse rate": f"{k / len(g):.2f} [{lo:.2f}, {hi:.2f}]",
-            "median collapse update": _median(g.loc[g["collapsed"].astype(bool), "collapse_step"]),
-        }
+        steps = g.loc[g["collapsed"].astype(bool), "collapse_step"]
+        row |= {"collapses": k, "collapse_rate": k / len(g)}
+        row |= {"collapse_rate_ci_low": lo, "collapse_rate_ci_high": hi}
+        row["median_collapse_update"] = steps.median() if len(steps) else np.nan
         if ref is not None and _key(by, key) != reference:
             final = paired(g, ref, "final_em")
             col = paired(g, ref, "collapsed")
-            row["final EM - ref (paired)"] = f"{(final['a'] - final['b']).mean():+.3f}"
-            row["p final (Wilcoxon)"] = wilcoxon_p(final["a"], final["b"])
-            row["p collapse (McNemar)"] = mcnemar_p(col["a"], col["b"])
-            pvals += [row["p final (Wilcoxon)"], row["p collapse (McNemar)"]]
+            p_final, p_collapse = wilcoxon_p(final["a"], final["b"]), mcnemar_p(col["a"], col["b"])
+            row["final_em_diff"] = (final["a"] - final["b"]).mean()
+            row |= {"p_final_wilcoxon": p_final, "p_collapse_mcnemar": p_collapse}
+            pvals += [p_final, p_collapse]
         rows.append(row)
-    table = pd.DataFrame(rows)
     if pvals:
         adjusted = iter(holm(pvals))
         for row in rows:
-            if "p final (Wilcoxon)" in row:
-                row["p final (Holm)"] = next(adjusted)
-                row["p collapse (Holm)"] = next(adjusted)
-        table = pd.DataFrame(rows)
+            if "p_final_wilcoxon" in row:
+                row["p_final_holm"] = next(adjusted)
+                row["p_collapse_holm"] = next(adjusted)
+    return pd.DataFrame(rows)
+
+
+def summary_table(
+    summaries: pd.DataFrame, by: Sequence[str], reference: Mapping[str, object] | None = None
+) -> pd.DataFrame:
+    """``summary_numbers`` as text (an experiment's ``table.md``): seeds, start EM, peak and final EM
+    as mean [95% bootstrap CI], collapse rate [95% Wilson], median collapse update; against
+    ``reference``, the paired final-EM difference, the Wilcoxon and McNemar p, Holm-adjusted.
+    ``(!)``: fewer than 5 seeds."""
+    n = summary_numbers(summaries, by, reference)
+
+    def interval(metric: str, fmt: str, warn: str = "") -> list[str]:
+        few = n["seeds"] < MIN_SEEDS
+        cols = zip(n[metric], n[f"{metric}_ci_low"], n[f"{metric}_ci_high"], few, strict=True)
+        return [f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]{warn if f else ''}" for m, lo, hi, f in cols]
+
+    table = n[[*by, "seeds"]].copy()
+    table["start EM"] = [f"{x:.3f}" for x in n["start_em"]]
+    table["peak EM"] = interval("peak_em", ".3f", " (!)")
+    table["final EM"] = interval("final_em", ".3f", " (!)")
+    table["collapse rate"] = interval("collapse_rate", ".2f")
+    median = n["median_collapse_update"]
+    table["median collapse update"] = ["-" if np.isnan(x) else f"{x:.0f}" for x in median]
+    if "final_em_diff" in n:
+        table["final EM - ref (paired)"] = [x if np.isnan(x) else f"{x:+.3f}" for x in n["final_em_diff"]]
+        pvalues = {"p_final_wilcoxon": "p final (Wilcoxon)", "p_collapse_mcnemar": "p collapse (McNemar)"}
+        pvalues |= {"p_final_holm": "p final (Holm)", "p_collapse_holm": "p collapse (Holm)"}
+        for column, name in pvalues.items():
+            table[name] = n[column]
     return table
 
 
 def _key(by: list[str], key: object) -> dict:
     key = key if isinstance(key, tuple) else (key,)
     return dict(zip(by, key, strict=True))
-
-
-def _median(x: pd.Series) -> str:
-    return f"{x.median():.0f}" if len(x) else "-"
 
 
 def with_arm(frame: pd.DataFrame) -> pd.DataFrame:
@@ -231,6 +251,9 @@ def collapse_kinds(summaries: pd.DataFrame, criteria: ScenarioCriteria = Scenari
     )
 
 
+CRITERIA_TEXT = ["criterion", "needs", "measured", "met"]  # criteria_table's columns as text
+
+
 def criteria_table(
     summaries: pd.DataFrame,
     collapsing: str | Sequence[str],
@@ -241,7 +264,9 @@ def criteria_table(
     pooled, as samples of one process) and arm ``control``: the value [95% CI: bootstrap for
     medians, Wilson for rates] and whether the point value meets it; with the share of seeds that
     rose by ``criteria.rise``, the share that rose so, then collapsed, and the runs of each arm by
-    ``collapse_kind`` (early blow-ups and decays from a low start told apart from drift)."""
+    ``collapse_kind`` (early blow-ups and decays from a low start told apart from drift).
+    Columns ``CRITERIA_TEXT`` (``measured``: the value as text), then its numbers: ``value``,
+    ``ci_low``, ``ci_high``, ``count`` (a rate's runs; NaN for a median) and ``n``."""
     pooled = [collapsing] if isinstance(collapsing, str) else list(collapsing)
     summaries = with_arm(summaries)
     runs = summaries[summaries["arm"].isin(pooled)]
@@ -252,13 +277,16 @@ def criteria_table(
     n, k, kc = len(runs), int(collapsed.sum()), int(ctrl["collapsed"].astype(bool).sum())
     rose = rise >= criteria.rise
 
-    def rate(x: int, m: int) -> str:
+    def rate(x: int, m: int) -> tuple:
+        """(text, value, ci_low, ci_high, count, n)"""
         lo, hi = wilson_ci(x, m)
-        return f"{x}/{m} = {x / m:.2f} [{lo:.2f}, {hi:.2f}]" if m else "-"
+        text = f"{x}/{m} = {x / m:.2f} [{lo:.2f}, {hi:.2f}]" if m else "-"
+        return text, x / m if m else np.nan, lo, hi, x, m
 
-    def median(x: np.ndarray, fmt: str) -> str:
+    def median(x: np.ndarray, fmt: str) -> tuple:
         lo, hi = bootstrap_ci_median(x.tolist())
-        return f"{np.median(x):{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if len(x) else "-"
+        mid = float(np.median(x)) if len(x) else np.nan
+        return f"{mid:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if len(x) else "-", mid, lo, hi, np.nan, len(x)
 
     rows = [
         (
@@ -299,7 +327,8 @@ def criteria_table(
             rows.append((f"{arm}: {label}", "(context)", rate(int((kinds == kind).sum()), len(frame)), None))
     met = {True: "yes", False: "no", None: ""}
     return pd.DataFrame(
-        [(*r[:3], met[r[3]]) for r in rows], columns=["criterion", "needs", "measured", "met"]
+        [(r[0], r[1], r[2][0], met[r[3]], *r[2][1:]) for r in rows],
+        columns=[*CRITERIA_TEXT, "value", "ci_low", "ci_high", "count", "n"],
     )
 
 

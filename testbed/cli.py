@@ -1,9 +1,15 @@
 """Command line: ``sapo-testbed compare`` (the headline job), ``experiment`` (a study of
 ``testbed.studies.CATALOG``), ``report`` (a scenario's criteria, mechanisms and alarms from stored
-runs), ``figures`` (the paper figures and RESULTS.md), ``ladder`` (the scale ladder), ``sweep``,
-``train`` (one run) and ``config`` (prints the resolved config as YAML). The study commands share
-one set of flags: ``--seeds N`` (per arm), ``--smoke`` (tiny size, two seeds), ``--root`` (the
-stores, one per study), ``--workers``.
+runs), ``figures`` (the paper figures and RESULTS.md), ``export`` (ships the studies' stored runs
+for a fresh clone: ``figures --only-stored`` and ``report`` read them), ``ladder`` (the scale
+ladder), ``sweep``, ``train`` (one run) and ``config`` (prints the resolved config as YAML). The
+study commands share one set of flags: ``--seeds N`` (per arm), ``--smoke`` (tiny size, two
+seeds), ``--root`` (the stores, one per study), ``--workers``.
+
+``compare``, ``train``, ``sweep`` and ``config`` start from a scenario (``--scenario NAME``, one of
+``testbed/studies/scenarios.py``): by default ``DEFAULT_SCENARIO``, the headline's setting, so
+``sapo-testbed train --set objective.name=sapo`` is one run of the compare job's SAPO arm (seed 0);
+``--scenario defaults`` is RunConfig's own defaults.
 
 Overrides are dotted config fields: ``--set trainer.lr=0.005 objective.sapo_tau=0.5``; ``--config
 FILE.yaml`` reads nested fields from a file (``--set`` applies on top). ``--track tensorboard|wandb``
@@ -50,13 +56,21 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+# DEFAULT_SCENARIO by name: importing testbed.studies to parse the command line would cost seconds
+# (tests/test_cli.py checks the two agree)
+SCENARIO_HELP = (
+    "the scenario the run's config starts from, --config and --set on top "
+    "(testbed/studies/scenarios.py; default isdd_qwen2_150, the headline's setting; "
+    "'defaults': RunConfig's own)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapo-testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="objectives x paired seeds on a scenario: results, table, figure")
     cmp_.add_argument("--objectives", nargs="+", default=["grpo", "sapo"])
     cmp_.add_argument("--seeds", type=_seeds, default=range(16), help="N (0..N-1), A-B or A,B,C; default 16")
-    cmp_.add_argument("--scenario", default=None, help="a scenario (testbed/studies/scenarios.py)")
     cmp_.add_argument("--control", action="store_true", help="add GRPO on the scenario's control")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
     cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
@@ -71,16 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument("names", nargs="*", help="studies of testbed.studies.CATALOG (default: all)")
     fig.add_argument("--out", type=Path, default=Path("paper_figures"))
     fig.add_argument("--only-stored", action="store_true", help="train nothing: draw from the stored runs")
+    shp = sub.add_parser("export", help="ship studies' stored runs (Parquet, checksums) for a fresh clone")
+    shp.add_argument("names", nargs="*", help="studies of testbed.studies.CATALOG (default: all)")
+    shp.add_argument("--out", type=Path, default=Path("paper_figures/data"), help="a folder per study")
+    for p in (rep, fig):
+        p.add_argument(
+            "--shipped",
+            type=Path,
+            default=Path("paper_figures/data"),
+            help="shipped runs (sapo-testbed export), read for a study whose store holds none",
+        )
     lad = sub.add_parser("ladder", help="the scale ladder: Qwen2 policies of growing size, per rung")
     lad.add_argument("--rungs", nargs="+", default=["0.1m"], help="0.1m, 1m, 10m, 80m")
     lad.add_argument("--device", default="cpu")
     lad.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the scenario's)")
     lad.add_argument("--out", type=Path, default=Path("runs/experiments/ladder"))
-    for p, default in ((exp, None), (rep, 32), (fig, None), (lad, 4)):
+    for p, default in ((exp, None), (rep, 32), (fig, None), (shp, None), (lad, 4)):
         p.add_argument("--seeds", type=_count, default=default, help="seeds per arm (default: the study's)")
         p.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
         p.add_argument("--root", type=Path, default=Path("runs/experiments"), help="the studies' stores")
-        if p is not rep:
+        if p not in (rep, shp):
             p.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
     swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
@@ -102,14 +126,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="e.g. slurm_partition=cpu",
     )
-    one = sub.add_parser("train", help="one run; prints its summary")
+    one = sub.add_parser("train", help="one run (of --scenario's setting); prints its summary")
     one.add_argument("--out", type=Path, default=Path("runs/train"))
     one.add_argument("--model", default=None, help="a local Hugging Face model directory (policy.kind=hf)")
     one.add_argument("--data", default=None, help="Search-R1 QA file, Parquet or JSONL (task.qa_path)")
     one.add_argument("--test-data", default=None, help="its held-out questions (task.qa_test_path)")
     one.add_argument("--corpus", default=None, help="Search-R1 corpus JSONL (task.corpus_path)")
-    cfg = sub.add_parser("config", help="print the resolved run config as YAML")
+    cfg = sub.add_parser("config", help="print the resolved run config (of --scenario's setting) as YAML")
     cfg.add_argument("--explain", action="store_true", help="each field's help as a comment above it")
+    for p in (cmp_, swp, one, cfg):
+        p.add_argument("--scenario", default=None, help=SCENARIO_HELP)
     for p in (cmp_, one, exp, cfg):
         p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE")
     for p in (cmp_, swp, one, exp, cfg):
@@ -145,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         "experiment": _experiment,
         "report": _report,
         "figures": _figures,
+        "export": _export,
         "ladder": _ladder,
         "sweep": _sweep,
         "train": _train,
@@ -164,6 +191,19 @@ def main(argv: list[str] | None = None) -> None:
         # default action returns once Python's handler is gone) or print a traceback from atexit
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         parser.exit(130, "sapo-testbed: interrupted; finished runs are stored, the same command resumes\n")
+
+
+def _scenario(args: argparse.Namespace) -> str:
+    from testbed.studies import DEFAULT_SCENARIO
+
+    return args.scenario or DEFAULT_SCENARIO
+
+
+def _scenario_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--scenario``'s fields (an unknown name fails here, naming the known ones)."""
+    from testbed.studies.scenarios import get_scenario
+
+    return dict(get_scenario(_scenario(args)).overrides)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,15 +238,14 @@ def _config(args: argparse.Namespace) -> None:
     from testbed.config import explained_yaml, with_overrides
     from testbed.run import RunConfig, config_yaml
 
-    cfg = with_overrides(RunConfig(), _overrides(args))
+    cfg = with_overrides(RunConfig(), {**_scenario_overrides(args), **_overrides(args)})
     print(explained_yaml(cfg) if args.explain else config_yaml(cfg), end="")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from testbed.studies import DEFAULT_SCENARIO, compare_experiment
+    from testbed.studies import compare_experiment
 
-    scenario = args.scenario or DEFAULT_SCENARIO
-    exp = compare_experiment(args.objectives, args.seeds, scenario, _overrides(args), args.control)
+    exp = compare_experiment(args.objectives, args.seeds, _scenario(args), _overrides(args), args.control)
     for spec in exp.arms.values():
         spec.configs()  # every bad field fails here, before any work
     _run_and_write(exp, _store(args.out, args), args, smoke=False)
@@ -231,13 +270,17 @@ def _report(args: argparse.Namespace) -> None:
     from testbed.studies import stored_scenario_runs
     from testbed.studies.reports import TABLES, scenario_report
 
-    results = stored_scenario_runs(args.scenario, args.root, args.seeds, args.smoke)
+    results, shipped = stored_scenario_runs(args.scenario, args.root, args.seeds, args.smoke, args.shipped)
+    if shipped is not None:  # on stderr: stdout is the report
+        note = f"none stored under {args.root}; using the runs shipped in {shipped}"
+        print(f"sapo-testbed: {note}", file=sys.stderr)
     print(scenario_report(args.scenario, results, args.arms, args.tables or TABLES, args.from_seed), end="")
 
 
 def _figures(args: argparse.Namespace) -> None:
     from testbed.studies import CATALOG, get_study, study_store
     from testbed.studies.figures import results_header
+    from testbed.studies.shipped import stored_or_shipped
     from testbed.sweep.experiment import run_experiment, store_for
 
     names = args.names or list(CATALOG)
@@ -248,7 +291,10 @@ def _figures(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, exp in studies.items():
         store = store_for(study_store(name), args.root, args.smoke)
-        results = run_experiment(exp, store, args.smoke, workers=args.workers, only_stored=args.only_stored)
+        if args.only_stored:
+            results, shipped = stored_or_shipped(exp, store, args.smoke, CATALOG[name], args.shipped)
+        else:
+            results, shipped = run_experiment(exp, store, args.smoke, workers=args.workers), None
         if results.summaries.empty:
             print(f"{name}: no stored runs, skipped")
             continue
@@ -257,12 +303,24 @@ def _figures(args: argparse.Namespace) -> None:
             exp.figure(results.rows, results.summaries, args.out / name)
             lines += [f"![]({name}.png)", ""]
         lines += [results.table.to_markdown(index=False, floatfmt=".3g"), ""]
-        print(f"{name}: {len(results.summaries)} runs")
+        source = f", shipped in {shipped} (none stored)" if shipped else ""
+        print(f"{name}: {len(results.summaries)} runs{source}")
     reading = args.out / "reading.md"
     if reading.exists() and not args.smoke:
         lines += [reading.read_text()]
     (args.out / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote figures and RESULTS.md to {args.out}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from testbed.studies import CATALOG, get_study, study_store
+    from testbed.studies.shipped import export_study
+    from testbed.sweep.experiment import store_for
+
+    studies = {name: get_study(name, args.seeds) for name in args.names or CATALOG}  # unknown: fails here
+    for name, exp in studies.items():
+        store = store_for(study_store(name), args.root, args.smoke)
+        print(export_study(exp, store, args.out / name, args.seeds, args.smoke))
 
 
 def _ladder(args: argparse.Namespace) -> None:
@@ -299,7 +357,7 @@ def _sweep(args: argparse.Namespace) -> None:
     seeds = args.seeds if args.seeds is not None else spec.seeds
     spec = dataclasses.replace(
         spec,
-        base={**_overrides(args), **spec.base, **extra.base},
+        base={**_scenario_overrides(args), **_overrides(args), **spec.base, **extra.base},
         grid={**spec.grid, **extra.grid},
         seeds=tuple(seeds),
     )
@@ -330,7 +388,7 @@ def _train(args: argparse.Namespace) -> None:
     from testbed.run import RunConfig
     from testbed.sweep import run_configs
 
-    cfg = with_overrides(RunConfig(), {**_hf_flags(args), **_overrides(args)})
+    cfg = with_overrides(RunConfig(), {**_scenario_overrides(args), **_hf_flags(args), **_overrides(args)})
     store = _store(args.out, args)
     key = config_hash(cfg)
     cached = not args.force and store.has(key)

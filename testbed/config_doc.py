@@ -8,6 +8,11 @@ section.field=value`` (``--set task.world.n_entities=32 objective.sapo_tau=0.5``
 config --explain`` prints each field's help above it). A bad value fails in one line naming the
 field. A run's key is the hash of its config's values; a field added after runs were stored is left
 out of the key while it holds its default, so those runs keep their keys.
+
+The defaults below are ``RunConfig``'s. The command line's ``compare``, ``train``, ``sweep`` and
+``config`` start from a scenario instead (``--scenario NAME``, ``testbed/studies/scenarios.py``;
+by default ``DEFAULT_SCENARIO`` there, the headline's setting, which sets the policy, the learning
+rates, the minibatches and the updates); ``--scenario defaults`` runs these defaults.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ Tabular grain: one action per step from the current state.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -18,72 +17,12 @@ import torch
 
 from testbed.batch import ANSWER, OTHER, SEARCH_CALL, Batch
 from testbed.envs import TabularSearchBatch, TokenSearchBatch
+from testbed.envs.streams import Streams
 from testbed.envs.tokens import ANSWER as PHASE_ANSWER
-from testbed.envs.tokens import FREE, SEARCH, TagVocab, TokenStep
+from testbed.envs.tokens import FREE, SEARCH
 from testbed.policies import Policy
 
 Core = TokenSearchBatch | TabularSearchBatch
-Rng = np.random.Generator | Sequence[np.random.Generator]
-
-
-class MemberCores:
-    """One environment core per population member, stepped as one batch (rows member-major).
-
-    Each member's episodes step with that member's own random stream, so no member's data or seed
-    can change another's episodes.
-    """
-
-    # the first core's, for its grain
-    capacity: int
-    info_len: int
-    vocab: TagVocab
-    n_actions: int
-
-    def __init__(self, cores: Sequence[Core]) -> None:
-        self.cores = list(cores)
-        first = self.cores[0]
-        self.grain, self.config, self.world = first.grain, first.config, getattr(first, "world", None)
-        self.batch_size = sum(c.batch_size for c in self.cores)
-        if first.grain == "token":
-            self.capacity, self.info_len, self.vocab = first.capacity, first.info_len, first.vocab
-        else:
-            self.n_actions = first.n_actions
-
-    def _parts(self, x: np.ndarray) -> list[np.ndarray]:
-        return np.split(np.asarray(x), np.cumsum([c.batch_size for c in self.cores])[:-1])
-
-    def _cat(self, name: str) -> np.ndarray:
-        return np.concatenate([getattr(c, name) for c in self.cores])
-
-    @property
-    def done(self) -> np.ndarray:
-        return self._cat("done")
-
-    @property
-    def phase(self) -> np.ndarray:
-        return self._cat("phase")
-
-    @property
-    def searches(self) -> np.ndarray:
-        return self._cat("searches")
-
-    def reset(self, episodes: np.ndarray) -> list | np.ndarray:
-        out = [c.reset(e) for c, e in zip(self.cores, self._parts(episodes), strict=True)]
-        return [p for part in out for p in part] if self.grain == "token" else np.concatenate(out)
-
-    def step(
-        self, actions: np.ndarray, rngs: Sequence[np.random.Generator], active: np.ndarray | None = None
-    ):
-        acts = self._parts(actions)
-        if self.grain == "tabular":
-            outs = [c.step(a, r) for c, a, r in zip(self.cores, acts, rngs, strict=True)]
-            return tuple(np.concatenate(x) for x in zip(*outs, strict=True))
-        live = self._parts(active) if active is not None else [None] * len(self.cores)
-        cores = cast(list[TokenSearchBatch], self.cores)  # the token grain's
-        outs = [c.step(a, r, active=m) for c, a, r, m in zip(cores, acts, rngs, live, strict=True)]
-        return TokenStep(
-            *(np.concatenate([getattr(o, f.name) for o in outs]) for f in dataclasses.fields(TokenStep))
-        )
 
 
 class Agent(Protocol):
@@ -145,15 +84,14 @@ class PolicyAgent:
 
 
 @torch.no_grad()
-def rollout(
-    agent: Agent, core: Core | MemberCores, episodes: np.ndarray, group_ids: np.ndarray, rng: Rng
-) -> Batch:
+def rollout(agent: Agent, core: Core, episodes: np.ndarray, group_ids: np.ndarray, rng: Streams) -> Batch:
     """One episode per row on ``episodes`` (ids repeat G times for GRPO groups); ``rng`` drives the
-    environment (retrieval noise): one generator, or one per member for ``MemberCores``.
+    environment (retrieval noise): one generator, or one per population member, the rows
+    member-major (``testbed.envs.streams``: each member's episodes draw from its own stream).
 
-    A single core's batch (warm-start demonstrations, scripted agents) is cut after its last
-    written position; a ``MemberCores`` batch (every trainer's, a single run's included) keeps the
-    whole capacity, so that one member's episode lengths never change another's tensor shapes.
+    A batch of one stream (warm-start demonstrations, scripted agents) is cut after its last
+    written position; a batch of member streams (every trainer's, a single run's included) keeps
+    the whole capacity, so that one member's episode lengths never change another's tensor shapes.
     """
     if core.grain == "tabular":
         return _rollout_tabular(agent, core, episodes, group_ids, rng)
@@ -166,7 +104,7 @@ def _segment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.select([phase == SEARCH, phase == PHASE_ANSWER], [SEARCH_CALL, ANSWER], OTHER)
 
 
-def _rollout_tokens(agent: Agent, core: TokenSearchBatch | MemberCores, episodes, group_ids, rng) -> Batch:
+def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, rng: Streams) -> Batch:
     b = len(episodes)
     prompts = core.reset(episodes)
     agent.begin(core)
@@ -188,7 +126,7 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch | MemberCores, episodes
     for pos in range(1, cap):
         forced = q_pos < q_len
         if core.done.all() and not forced.any():
-            end = pos if not isinstance(core, MemberCores) else cap  # see the docstring
+            end = pos if isinstance(rng, np.random.Generator) else cap  # see the docstring
             break
         proposed, logp = agent.propose(tokens[:, pos - 1])
         writes = ~forced & ~core.done
@@ -219,7 +157,7 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch | MemberCores, episodes
     )
 
 
-def _rollout_tabular(agent: Agent, core: TabularSearchBatch | MemberCores, episodes, group_ids, rng) -> Batch:
+def _rollout_tabular(agent: Agent, core: TabularSearchBatch, episodes, group_ids, rng: Streams) -> Batch:
     b = len(episodes)
     obs = core.reset(episodes)
     agent.begin(core)

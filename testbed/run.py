@@ -10,9 +10,11 @@ policy, trainer, warm start) and differ in seed and objective: they train togeth
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -20,13 +22,13 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import yaml
 
-from testbed.config import ConfigError, check_seed, config_hash, field, from_dict, load_yaml, to_dict
+from testbed.config import ConfigError, check_seed, config_hash, fail, field, from_dict, load_yaml, to_dict
 from testbed.diagnostics import ALARM
 from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, World
 from testbed.io import atomic_path
@@ -34,6 +36,7 @@ from testbed.objectives import ObjectiveConfig
 from testbed.policies import (
     Policy,
     PolicyConfig,
+    Qwen2Policy,
     build_policy,
     has_members,
     population_state,
@@ -45,6 +48,7 @@ from testbed.warmstart import WarmStartConfig, base_policy
 
 STUDY_FIELDS = ("task", "policy", "trainer", "warm_start")
 POLICY_FORMAT = 1  # the layout of policy files (load_policy refuses others)
+PRETRAINED_RUN = "testbed_run.json"  # in a Hugging Face policy directory: its format and run config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_seed(self, "seed")
+        if self.policy.kind == "tabular" and self.warm_start.pretrain_steps:  # fails here, before any work
+            why = "language modelling needs the token grain; policy.kind='tabular' has none"
+            fail(self.warm_start, "pretrain_steps", self.warm_start.pretrain_steps, why)
 
     def storage_key(self, plain: dict[str, Any]) -> dict[str, Any]:
         """What ``config_hash`` keys: ``trainer.diag_ratio_threshold`` unless it equals
@@ -247,6 +254,22 @@ def member_state(state: dict[str, torch.Tensor], member: int) -> dict[str, torch
     return {name: value[member : member + 1].clone() for name, value in state.items()}
 
 
+def saves_pretrained(policy: PolicyConfig) -> bool:
+    """Whether a run of ``policy`` saves in the Hugging Face format (a model directory that
+    ``from_pretrained`` opens: kinds qwen2 and hf) rather than as ``policy.pt`` (tabular, transformer)."""
+    return policy.kind in ("qwen2", "hf")
+
+
+def check_savable(cfg: RunConfig) -> None:
+    """ConfigError unless a run of ``cfg`` can save its policy: checked before any work, since a
+    save fails only after the training it would keep."""
+    if saves_pretrained(cfg.policy) and importlib.util.find_spec("safetensors") is None:
+        raise ConfigError(
+            f"save: policy.kind={cfg.policy.kind!r} saves in the Hugging Face format, which needs the "
+            "safetensors package (pip install 'sapo-testbed[hf]')"
+        )
+
+
 def save_policy(
     path: Path, cfg: RunConfig, state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
 ) -> None:
@@ -255,9 +278,55 @@ def save_policy(
         torch.save({"format": POLICY_FORMAT, "config": to_dict(cfg), "state": state, "base": base}, tmp)
 
 
+@contextlib.contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
+    """A temporary directory beside ``path`` to write, renamed to ``path`` when the block ends: a
+    killed save leaves no half-written directory under that name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_pretrained(
+    folder: Path, cfg: RunConfig, policy: Policy, member: int = 0, tokenizer: Any = None
+) -> None:
+    """Member ``member`` of ``policy`` (kinds qwen2 and hf) as a Hugging Face model directory that
+    ``AutoModelForCausalLM.from_pretrained`` opens (``config.json``, ``model.safetensors``, and
+    ``tokenizer`` where the run has one; LoRA adapters merged into the weights), with the run's
+    format and resolved config in ``PRETRAINED_RUN`` (read by ``load_policy``)."""
+    with _atomic_dir(folder) as tmp:
+        if isinstance(policy, Qwen2Policy):
+            policy.save_pretrained(tmp, member)
+        else:  # an HFPolicy: transformers' own model, one member
+            model = cast(Any, policy).model
+            (copy.deepcopy(model).merge_and_unload() if cfg.policy.lora else model).save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        (tmp / PRETRAINED_RUN).write_text(json.dumps({"format": POLICY_FORMAT, "config": to_dict(cfg)}))
+
+
 def load_policy(path: Path | str, base: bool = False) -> tuple[RunConfig, Policy]:
     """The run config and policy saved by ``train_population(save=True)`` (``base``: the
-    study's warm-started policy the run started from), rebuilt on the CPU, ready to score or sample."""
+    study's warm-started policy the run started from), rebuilt on the CPU, ready to score or sample.
+    ``path``: a run's folder (``runs/<key>``), its ``policy.pt``, or one of its Hugging Face
+    directories (``policy/`` or ``base/``, where ``base`` does not apply)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / PRETRAINED_RUN).exists():
+            if base:
+                raise ValueError(f"{path}: one policy's directory; for its base, load the run's base/")
+            return _load_pretrained(path)
+        if (path / "policy.pt").exists():
+            return load_policy(path / "policy.pt", base)
+        if (path / "policy" / PRETRAINED_RUN).exists():
+            return _load_pretrained(path / ("base" if base else "policy"))
+        raise ValueError(f"{path}: holds no saved policy (policy.pt, or policy/ and base/: --save-policy)")
     try:
         ckpt = torch.load(path, weights_only=True)
     except OSError as err:
@@ -269,8 +338,7 @@ def load_policy(path: Path | str, base: bool = False) -> tuple[RunConfig, Policy
     if not isinstance(ckpt, dict) or ckpt.get("format") != POLICY_FORMAT:
         raise ValueError(f"{path}: not a policy file of this version (format {POLICY_FORMAT})")
     cfg = from_dict(RunConfig, ckpt["config"])
-    on_cpu = dataclasses.replace(cfg.policy, device="cpu")
-    policy = build_policy(on_cpu, core_factory(cfg, World(cfg.task.world))(1))
+    policy = _fresh_policy(cfg)
     try:
         policy.load_state_dict(ckpt["base" if base else "state"])
     except (KeyError, RuntimeError) as err:
@@ -278,13 +346,70 @@ def load_policy(path: Path | str, base: bool = False) -> tuple[RunConfig, Policy
     return cfg, policy
 
 
+def _fresh_policy(cfg: RunConfig) -> Policy:
+    """A one-member policy of ``cfg``'s kind on the CPU, freshly initialised."""
+    on_cpu = dataclasses.replace(cfg.policy, device="cpu")
+    return build_policy(on_cpu, core_factory(cfg, World(cfg.task.world))(1))
+
+
+def _load_pretrained(path: Path) -> tuple[RunConfig, Policy]:
+    """The run config and policy of a directory ``save_pretrained`` wrote (on the CPU, in fp32)."""
+    try:
+        meta = json.loads((path / PRETRAINED_RUN).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path / PRETRAINED_RUN}: cannot read it ({type(err).__name__})") from err
+    if not isinstance(meta, dict) or meta.get("format") != POLICY_FORMAT:
+        raise ValueError(f"{path}: not a policy directory of this version (format {POLICY_FORMAT})")
+    cfg = from_dict(RunConfig, meta["config"])
+    try:
+        if has_members(cfg.policy):  # the testbed's Qwen2
+            from safetensors.torch import load_file
+
+            policy = _fresh_policy(cfg)
+            cast(Qwen2Policy, policy).load_hf_state_dict(load_file(str(path / "model.safetensors")))
+            return cfg, policy
+        from transformers import AutoModelForCausalLM
+
+        from testbed.policies.hf import HFPolicy
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    except ImportError:
+        raise
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{path}: its weights do not fit the policy its config describes") from err
+    except Exception as err:  # safetensors and transformers raise their own errors for a bad file
+        raise ValueError(f"{path}: cannot read its weights ({type(err).__name__})") from err
+    return cfg, cast(Policy, HFPolicy(model))
+
+
 def evaluate_policy(cfg: RunConfig, policy: Policy, update: int | None = None) -> dict[str, float]:
     """The evaluation ``cfg``'s run logs at ``update`` (default its last, where its saved policy
     comes from), of ``policy``: a policy ``load_policy`` rebuilt evaluates to the stored numbers
-    (the evaluation's streams depend only on the seed and the update: ``trainer.eval_streams``)."""
-    world = World(cfg.task.world)
-    trainer = Trainer(cfg.trainer, [Member(cfg.seed, cfg.objective)], policy, world, core_factory(cfg, world))
+    (the evaluation's streams depend only on the seed and the update: ``trainer.eval_streams``).
+    A policy of kind hf reads its tokenizer from the directory its model was loaded from."""
+    world: Any = World(cfg.task.world)
+    make_core = core_factory(cfg, world)
+    if cfg.policy.kind == "hf":
+        world, make_core = _hf_task(cfg, cast(Any, policy).model)
+    trainer = Trainer(cfg.trainer, [Member(cfg.seed, cfg.objective)], policy, world, make_core)
     return trainer.evaluate(cfg.trainer.n_updates if update is None else update)[0]
+
+
+def _hf_task(cfg: RunConfig, model: Any) -> tuple[Any, Callable[..., TokenSearchBatch]]:
+    """The episodes and text-task cores of an hf run, for ``model`` and the tokenizer saved beside it."""
+    from transformers import AutoTokenizer
+
+    from testbed.policies.hf_run import hf_parts
+
+    folder = model.name_or_path  # the directory from_pretrained read ("" for a model built in memory)
+    if not folder or not (Path(folder) / "tokenizer_config.json").exists():
+        raise ValueError(
+            f"{folder or 'model'}: no tokenizer beside the model; evaluate a policy that load_policy rebuilt"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    plain = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, lora=False))  # weights merged
+    _, world, make_core = hf_parts(plain, model=model, tokenizer=tokenizer)
+    return world, make_core
 
 
 def config_yaml(cfg: RunConfig) -> str:
@@ -351,16 +476,19 @@ def train_population(
     With ``runs_dir``, member ``cfg`` gets the folder ``run_folder(runs_dir, cfg)``: its resolved
     config (``config.yaml``), its rows streamed as they are made (``rows.csv``, ``rows.parquet`` at
     the end), ``track``'s files (``tensorboard`` or ``wandb``, see ``testbed.tracking``) and, with
-    ``save``, its trained and base weights (``policy.pt``, read by ``load_policy``)."""
+    ``save``, its trained and base policy, read by ``load_policy``: ``policy.pt`` (tabular and
+    transformer), or the Hugging Face directories ``policy/`` and ``base/`` (qwen2 and hf, see
+    ``save_pretrained``)."""
     if (track or save) and runs_dir is None:
         raise ConfigError("track and save need runs_dir, the folder the runs' files go to")
-    if save and cfgs and not has_members(cfgs[0].policy):
-        raise ConfigError(
-            f"save: policy.kind={cfgs[0].policy.kind!r} models are saved with their save_pretrained"
-        )
+    if save and cfgs:
+        check_savable(cfgs[0])
+    pretrained = save and bool(cfgs) and saves_pretrained(cfgs[0].policy)
     with torch_threads(threads), _trackers(cfgs, track, runs_dir) as trackers:
         trainer = build_trainer(cfgs, cache_dir)
-        base = member_state(trainer.policy.state_dict(), 0) if save else {}  # every member starts here
+        if pretrained:  # every member starts from the base: written now, not held in memory
+            _save_members(trainer, cfgs, runs_dir, "base")
+        base = member_state(trainer.policy.state_dict(), 0) if save and not pretrained else {}
 
         seen: list[list[dict]] = [[] for _ in cfgs]
 
@@ -377,10 +505,22 @@ def train_population(
         results = trainer.run(report)
     if save:
         assert runs_dir is not None  # checked on entry
-        end = trainer.policy.state_dict()
-        for j, cfg in enumerate(cfgs):
-            save_policy(run_folder(runs_dir, cfg) / "policy.pt", cfg, member_state(end, j), base)
+        if pretrained:
+            _save_members(trainer, cfgs, runs_dir, "policy")
+        else:
+            end = trainer.policy.state_dict()
+            for j, cfg in enumerate(cfgs):
+                save_policy(run_folder(runs_dir, cfg) / "policy.pt", cfg, member_state(end, j), base)
     return [summarise(c, r) for c, r in zip(cfgs, results, strict=True)]
+
+
+def _save_members(trainer: Trainer, cfgs: Sequence[RunConfig], runs_dir: Path | None, name: str) -> None:
+    """Each member's policy as it stands, as the Hugging Face directory ``name`` of its run folder."""
+    assert runs_dir is not None  # train_population checks it on entry
+    task = getattr(trainer.cores, "task", None)
+    tokenizer = getattr(task, "tokenizer", None)  # the text task's (kind hf); the simulated task has none
+    for j, cfg in enumerate(cfgs):
+        save_pretrained(run_folder(runs_dir, cfg) / name, cfg, trainer.policy, j, tokenizer)
 
 
 def train(

@@ -33,7 +33,7 @@ from testbed.diagnostics import check_loss, detect_collapse, isdd_signals, mean_
 from testbed.objectives import ObjectiveConfig, get_objective
 from testbed.objectives.common import LOW_RATIO_THRESHOLD
 from testbed.policies import Policy
-from testbed.rollout import Core, MemberCores, PolicyAgent, rollout
+from testbed.rollout import Core, PolicyAgent, rollout
 
 OLD_LOG_PROBS = ("recompute", "rollout")
 PASSES = ("auto", "full", "lean")
@@ -246,12 +246,10 @@ class Trainer:
             raise ValueError(f"policy has {policy.members} members, the run list {len(members)}")
         self.tc, self.members, self.policy, self.world = tc, list(members), policy, world
         k, n = len(members), tc.questions_per_batch * tc.group_size
-        self.cores = MemberCores([make_core(n) for _ in range(k)])
+        # one core steps every member's rows, each member's with its own stream (envs.streams)
+        self.cores = make_core(k * n)
         n_eval = len(world.eval_ids(tc.eval_episodes))
-        self.eval_cores = {
-            closed: MemberCores([make_core(n_eval, closed_book=closed) for _ in range(k)])
-            for closed in (False, True)
-        }
+        self.eval_cores = {closed: make_core(k * n_eval, closed_book=closed) for closed in (False, True)}
         needs_ref = any(m.objective.ref_kl_coef > 0 for m in members)
         self.reference = copy.deepcopy(policy) if needs_ref else None
         self.objectives = [get_objective(m.objective.name) for m in members]

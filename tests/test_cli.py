@@ -1,19 +1,28 @@
 """The command line: bad input ends with one line naming it, before any work; a failed run is
-reported (exit 1) with the others kept; a cached rerun says so; submitit parameters are typed."""
+reported (exit 1) with the others kept; a cached rerun says so; submitit parameters are typed; a
+missing Ray cluster or package is one line; the compare job's table.csv holds numbers."""
 
 from __future__ import annotations
 
+import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
+import pandas as pd
 import pytest
 
 from testbed import cli, run
+from testbed.analysis import summary_numbers
 from testbed.config import ConfigError
+from testbed.studies import compare
 from testbed.sweep import ResultStore, executors, runner, submitit_parameters
 
+# on RunConfig's own defaults (the default scenario's Qwen2 recipe pre-trains, which a table cannot)
 TINY = ["policy.kind=tabular", "warm_start.steps=0", "trainer.n_updates=2", "trainer.eval_every=1"]
+DEFAULTS = ["--scenario", "defaults"]
 
 
 def _run(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
@@ -68,6 +77,18 @@ def no_runs(monkeypatch):
         ),
         (["sweep", "--backend", "submitit", "--slurm", "slurm_colour=red"], "Unknown argument 'colour'"),
         (["train", "--out", "file/out"], "output error: output folder file/out: cannot write there"),
+        (
+            ["train", "--set", "policy.kind=tabular"],  # the default scenario's Qwen2 recipe pre-trains
+            "config error: WarmStartConfig.pretrain_steps=300: language modelling needs the token grain",
+        ),
+        (
+            ["train", "--scenario", "nope"],
+            "config error: scenario='nope': unknown; known: ['defaults', 'isdd',",
+        ),
+        (
+            ["sweep", "--scenario", "nope"],
+            "config error: scenario='nope': unknown; known: ['defaults', 'isdd',",
+        ),
     ],
 )
 def test_bad_input_ends_with_one_line_before_any_work(
@@ -123,7 +144,7 @@ def test_counts_must_be_positive(argv: list[str], message: str, capsys) -> None:
 def test_a_rerun_says_cached_and_force_redoes(tmp_path: Path, capsys, monkeypatch, in_process) -> None:
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("SAPO_TESTBED_CACHE", str(tmp_path / "file" / "cache"))
-    argv = ["train", "--out", str(tmp_path / "out"), "--set", *TINY[:2], "--set", *TINY[2:]]  # both apply
+    argv = ["train", *DEFAULTS, "--out", str(tmp_path / "out"), "--set", *TINY[:2], "--set", *TINY[2:]]
     cli.main(argv)
     out, err = capsys.readouterr()
     assert out.rstrip().splitlines()[-1].startswith("wrote ")
@@ -147,7 +168,7 @@ def test_a_failed_run_exits_1_and_the_others_are_kept(
         return real(cfgs, *args, **kwargs)
 
     monkeypatch.setattr(run, "build_trainer", build_trainer)
-    argv = ["sweep", "--grid", *TINY[:2], TINY[3], "trainer.n_updates=2,3", "--out", str(tmp_path)]
+    argv = ["sweep", *DEFAULTS, "--grid", *TINY[:2], TINY[3], "trainer.n_updates=2,3", "--out", str(tmp_path)]
     code, _, err = _run(argv, capsys)
     assert code == 1
     assert "1 of 2 runs failed" in err and "FloatingPointError: poisoned" in err
@@ -176,3 +197,109 @@ def test_submitit_without_slurm_says_it_runs_locally(tmp_path: Path, recwarn) ->
     recwarn.clear()
     executors.make_executor("submitit", folder=tmp_path, cluster="local", **params)
     assert not [w for w in recwarn if "SLURM" in str(w.message)]
+
+
+def test_ray_without_a_cluster_or_without_ray_is_one_line(
+    tmp_path: Path, capsys, monkeypatch, no_runs
+) -> None:
+    def init(**kwargs):  # what ray.init(address="auto") raises where no cluster runs
+        raise ConnectionError(
+            "Could not find any running Ray instance. Please specify the one\nto connect to"
+        )
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False, init=init))
+    argv = [
+        "sweep",
+        "--backend",
+        "ray",
+        "--ray-address",
+        "auto",
+        "--grid",
+        *TINY,
+        "--out",
+        str(tmp_path),
+        *DEFAULTS,
+    ]
+    code, out, err = _run(argv, capsys)
+    assert (code, out) == (2, "")
+    assert err == (
+        "sapo-testbed: config error: --ray-address 'auto': cannot reach or start Ray (ray says: Could not "
+        "find any running Ray instance. Please specify the one)\n"
+    )
+    with socket.socket() as free:  # a port nothing listens at: refused at once (Ray would retry for minutes)
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    at_port = [*argv[:4], f"127.0.0.1:{port}", *argv[5:]]
+    code, out, err = _run(at_port, capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith(
+        f"sapo-testbed: config error: --ray-address '127.0.0.1:{port}': nothing answers there ("
+    )
+    monkeypatch.setitem(sys.modules, "ray", None)  # not installed
+    code, out, err = _run(argv, capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith("sapo-testbed: config error: --backend ray: needs the 'ray' package (")
+    assert err.endswith('; pip install -c constraints.txt -e ".[cluster]"\n')
+
+
+def test_compare_writes_numbers_to_table_csv_and_a_shared_run_to_each_arm(
+    tmp_path: Path, capsys, monkeypatch, in_process
+) -> None:
+    """GRPO and its control coincide at one minibatch: each arm still has its own row of 2 seeds;
+    table.csv holds one number per column (table.md the same, as text)."""
+    monkeypatch.setenv("SAPO_TESTBED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compare, "arm_curves", lambda *args: None)  # tables only (figures: test_figures.py)
+    argv = ["compare", *DEFAULTS, "--objectives", "grpo", "sapo", "--control", "--seeds", "2"]
+    cli.main([*argv, "--out", str(tmp_path), "--set", *TINY, "trainer.minibatches=1"])
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert table["arm"].tolist() == ["grpo", "sapo", "grpo_control"] and table["seeds"].tolist() == [2, 2, 2]
+    numeric = table.drop(columns="arm")
+    assert all(pd.api.types.is_numeric_dtype(numeric[c]) for c in numeric), numeric.dtypes
+    for column in (
+        "final_em",
+        "final_em_ci_low",
+        "final_em_ci_high",
+        "collapse_rate_ci_high",
+        "p_final_holm",
+    ):
+        assert column in table
+    summaries = pd.read_csv(tmp_path / "summaries.csv")
+    expected = summary_numbers(summaries, ["arm"], {"arm": "grpo"})
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False, check_exact=False, atol=1e-12)
+    md = (tmp_path / "table.md").read_text()
+    assert f"{table['final_em'][1]:.3f} [{table['final_em_ci_low'][1]:.3f}, " in md
+
+
+def test_every_study_tabulates_numbers_for_its_csv() -> None:
+    """Each catalog study's ``table.csv`` (``Experiment.numbers``) holds a number per cell, beside
+    the columns that name its groups; on synthetic summaries (nothing is trained)."""
+    import numpy as np
+
+    from testbed.run import flat_config
+    from testbed.studies import CATALOG, get_study
+
+    rng = np.random.default_rng(0)
+    for name in CATALOG:
+        exp = get_study(name, 6)
+        runs = []
+        for arm, spec in exp.arms.items():
+            for cfg in spec.configs():
+                collapsed = bool(rng.random() < 0.5)
+                runs.append(
+                    {
+                        "arm": arm,
+                        **flat_config(cfg),
+                        "seed": cfg.seed,
+                        "warm_em": 0.1,
+                        "warm_em_greedy": 0.4,
+                        "peak_em": 0.1 + rng.random() / 2,
+                        "final_em": rng.random() / 2,
+                        "collapsed": collapsed,
+                        "collapse_step": float(rng.integers(1, 100)) if collapsed else np.nan,
+                    }
+                )
+        numbers = exp.numbers(pd.DataFrame(runs))
+        cells = numbers.drop(columns=[c for c in (*exp.columns, "world") if c in numbers])
+        text = [c for c in cells if not pd.api.types.is_numeric_dtype(cells[c])]
+        assert len(numbers) and not text, (name, text)

@@ -1,5 +1,6 @@
-"""Config files: printed, read back to the same config; runs keep their config, stream their rows,
-log to TensorBoard and save their policy when asked."""
+"""Config files: printed, read back to the same config; ``config``, ``train`` and ``sweep`` start
+from a scenario (the compare job's by default); runs keep their config, stream their rows, log to
+TensorBoard and save their policy when asked."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from testbed import cli
+from testbed import cli, sweep
 from testbed.config import config_hash, from_dict, to_dict, with_overrides
 from testbed.run import RunConfig, load_policy
-from testbed.sweep import ResultStore, runner
+from testbed.studies import DEFAULT_SCENARIO, compare_experiment
+from testbed.studies.scenarios import get_scenario
+from testbed.sweep import ResultStore, executors, runner
 from testbed.tracking import run_names
 
 TINY = ["policy.kind=tabular", "warm_start.steps=0", "trainer.n_updates=2", "trainer.eval_every=1"]
@@ -32,7 +35,8 @@ def _cli(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
 def test_printed_config_reads_back_to_the_same_config(tmp_path: Path, capsys) -> None:
     code, out, _ = _cli(["config", "--set", "objective.name=sapo", "task.world.hop_weights=0.5+0.5"], capsys)
     assert code == 0
-    expected = with_overrides(RunConfig(), {"objective.name": "sapo", "task.world.hop_weights": "0.5+0.5"})
+    given = {"objective.name": "sapo", "task.world.hop_weights": "0.5+0.5"}
+    expected = with_overrides(RunConfig(), {**get_scenario(DEFAULT_SCENARIO).overrides, **given})
     assert config_hash(from_dict(RunConfig, yaml.safe_load(out))) == config_hash(expected)
     (tmp_path / "run.yaml").write_text(out)
     code, again, _ = _cli(["config", "--config", str(tmp_path / "run.yaml")], capsys)
@@ -63,7 +67,7 @@ def test_train_from_a_config_file_tracks_streams_and_saves(tmp_path: Path, capsy
     pytest.importorskip("tensorboard")
     monkeypatch.setattr(runner, "local_executor", lambda n=None: ThreadPoolExecutor(n or 1))
     monkeypatch.setenv("SAPO_TESTBED_CACHE", str(tmp_path / "cache"))
-    code, text, _ = _cli(["config", "--set", *TINY], capsys)
+    code, text, _ = _cli(["config", "--scenario", "defaults", "--set", *TINY], capsys)
     (tmp_path / "run.yaml").write_text(text)
     argv = [
         "train",
@@ -90,3 +94,52 @@ def test_train_from_a_config_file_tracks_streams_and_saves(tmp_path: Path, capsy
     assert events.parent.name == run_names(to_dict(cfg))[0]
     loaded_cfg, _ = load_policy(folder / "policy.pt")
     assert config_hash(loaded_cfg) == key
+
+
+class _Started(Exception):
+    """Raised in place of training: the configs a command would run are captured."""
+
+
+def test_config_train_and_sweep_start_from_the_scenario(tmp_path: Path, capsys, monkeypatch) -> None:
+    """With no ``--scenario``, the compare job's default: ``train --set objective.name=sapo`` is its
+    SAPO arm's seed 0; ``--scenario NAME`` another one; ``defaults``: RunConfig's own."""
+
+    def arm(objective: str, seed: int = 0, scenario: str = DEFAULT_SCENARIO) -> str:
+        exp = compare_experiment((objective,), (seed,), scenario)
+        return config_hash(exp.arms[objective].configs()[0])
+
+    def printed(*argv: str) -> str:
+        code, out, err = _cli(["config", *argv], capsys)
+        assert code == 0, err
+        return config_hash(from_dict(RunConfig, yaml.safe_load(out)))
+
+    assert printed("--set", "objective.name=sapo") == arm("sapo")
+    assert printed("--scenario", "isdd", "--set", "objective.name=sapo", "seed=3") == arm("sapo", 3, "isdd")
+    assert printed("--scenario", "defaults") == config_hash(RunConfig())
+    _, explained, _ = _cli(["config", "--scenario", "isdd", "--explain"], capsys)
+    assert "\n  lr: 0.003\n" in explained and "\n  minibatches: 6\n" in explained  # the scenario's values
+
+    started: list[str] = []
+
+    def run_configs(cfgs, *args, **kwargs):
+        started.extend(config_hash(c) for c in cfgs)
+        raise _Started
+
+    monkeypatch.setattr(sweep, "run_configs", run_configs)
+    monkeypatch.setattr(executors, "local_executor", lambda n=None: ThreadPoolExecutor(n or 1))
+    for argv, expected in (
+        (["train", "--set", "objective.name=sapo"], {arm("sapo")}),
+        (["train", "--scenario", "isdd"], {arm("grpo", scenario="isdd")}),
+        (
+            ["sweep", "--grid", "objective.name=grpo,sapo", "--seeds", "2"],
+            {arm(o, s) for o in ("grpo", "sapo") for s in (0, 1)},
+        ),
+    ):
+        started.clear()
+        with pytest.raises(_Started):
+            cli.main([*argv, "--out", str(tmp_path)])
+        assert set(started) == expected and len(started) == len(expected), argv
+
+
+def test_the_help_names_the_default_scenario() -> None:
+    assert f"default {DEFAULT_SCENARIO}," in cli.SCENARIO_HELP

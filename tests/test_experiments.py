@@ -225,7 +225,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_report_with_nothing_stored_says_so(tmp_path: Path, capsys) -> None:
-    code, out, err = _cli(["report", "isdd", "--root", str(tmp_path)], capsys)
+    code, out, err = _cli(["report", "isdd", "--root", str(tmp_path), "--shipped", str(tmp_path)], capsys)
     assert (code, out) == (2, "")
     assert (
         err

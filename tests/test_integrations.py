@@ -115,7 +115,7 @@ class _Scripted(PolicyAgent):
 
 def test_hf_policy_trains_in_our_trainer() -> None:
     trainer = build_trainer([with_overrides(RunConfig(), SMALL)])
-    core: Any = trainer.cores.cores[0]  # the text task's core
+    core: Any = trainer.cores  # the text task's core
     tokenizer = core.task.tokenizer
     # retrieved tokens are never in the loss: a scripted search guarantees there are some
     agent = _Scripted(trainer.policy, tokenizer, "<search> e1 r0 </search> <answer> e2 </answer>")

@@ -70,6 +70,7 @@ def test_pretraining_marks_every_transcript_token_after_the_first() -> None:
     cfg = qwen2()
     trainer = build_trainer([cfg])
     batch = trainer.collect()
+    assert isinstance(trainer.cores, TokenSearchBatch)
     pad = trainer.cores.vocab.pad
     lm = whole_text(batch, pad)
     assert lm.mask[:, 0].sum() == 0

@@ -164,7 +164,8 @@ def test_sigkill_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path) ->
         "2",
     ]
     # one run per process, so that runs finish one by one (a population is stored all at once)
-    cmd = [sys.executable, "-m", "testbed.cli", "sweep", *grid, "--workers", "1", "--population", "1"]
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--scenario", "defaults", *grid, "--workers", "1"]
+    cmd += ["--population", "1"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -316,7 +317,8 @@ def _sweep_process(out: Path, long_runs: int = 1) -> Iterator[subprocess.Popen]:
     workers; its process group is killed after."""
     updates = ",".join(["2", *(str(100_000 + i) for i in range(long_runs))])
     grid = [f"{k}={v}" for k, v in {**TINY, "trainer.n_updates": updates}.items()]
-    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--grid", *grid, "--workers", "2", "--out", str(out)]
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", "--scenario", "defaults", "--grid", *grid]
+    cmd += ["--workers", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
     try:
         yield proc

@@ -15,6 +15,7 @@ from tiny import tiny
 from testbed.advantages import group_advantages
 from testbed.config import ConfigError, with_overrides
 from testbed.diagnostics import detect_collapse
+from testbed.envs import TokenSearchBatch
 from testbed.metrics import documented
 from testbed.objectives import get_objective, list_objectives
 from testbed.run import RunConfig, build_trainer, flat_config, train
@@ -202,6 +203,7 @@ def test_population_members_never_influence_each_other() -> None:
             batch.rewards = (torch.arange(len(batch)) % 3 == 0).float()  # every group has a signal
             trainer.update(batch)
             lengths.append(batch.tokens.shape[1])
+    assert isinstance(first.cores, TokenSearchBatch)
     assert lengths == [first.cores.capacity] * 4  # a population's batch shape never depends on a member
     for a, b in zip(_params(first, 0), _params(other, 0), strict=True):
         assert torch.equal(a, b)

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from testbed.envs.retriever import Retriever, SimulatedRetriever
+from testbed.envs.streams import Streams, member_draw, member_parts
 from testbed.envs.task import TaskConfig
 from testbed.envs.world import Episodes, World
 
@@ -93,9 +94,10 @@ class TabularSearchBatch:
         return np.ravel_multi_index(idx, self.dims)
 
     def step(
-        self, actions: np.ndarray, rng: np.random.Generator
+        self, actions: np.ndarray, rng: Streams
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(observation, reward, terminated, truncated) per environment."""
+        """(observation, reward, terminated, truncated) per environment. ``rng``: one generator, or
+        one per population member (``testbed.envs.streams``)."""
         n_r = self.world.config.n_relations
         a = np.asarray(actions, dtype=np.int64)
         live = ~self.done
@@ -109,7 +111,8 @@ class TabularSearchBatch:
         self.searches += search & ~over
         self._search(search & ~over, a, rng)
 
-        guess = rng.integers(0, self.world.config.n_entities, self.batch_size)
+        n_e = self.world.config.n_entities
+        guess = member_draw(self.batch_size, rng, lambda stream, n: stream.integers(0, n_e, n))
         said = np.where(a == n_r, self.belief, guess)
         assert self.ep is not None, "reset() first"
         gold = self.ep.answer
@@ -120,11 +123,13 @@ class TabularSearchBatch:
         self.done |= ended
         return self.observe(), reward, answer, truncated
 
-    def _search(self, rows_mask: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> None:
+    def _search(self, rows_mask: np.ndarray, actions: np.ndarray, rng: Streams) -> None:
         rows = np.flatnonzero(rows_mask)
         self.found[rows] = 0
-        if rows.size == 0:
-            return
+        for part, stream in member_parts(rows, self.batch_size, rng):
+            self._search_rows(part, actions, stream)
+
+    def _search_rows(self, rows: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> None:
         vocab, world = self.world.vocab, self.world
         rel = actions[rows]
         queries = np.stack([vocab.entity(self.belief[rows]), vocab.relation(rel)], axis=1)

@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from testbed.envs.retriever import Retriever, SimulatedRetriever
+from testbed.envs.streams import Streams, member_parts
 from testbed.envs.task import TaskConfig
 from testbed.envs.world import Episodes, World
 
@@ -214,10 +215,9 @@ class TokenSearchBatch:
         self.length[:] = [len(p) for p in prompts]
         return prompts
 
-    def step(
-        self, tokens: np.ndarray, rng: np.random.Generator, active: np.ndarray | None = None
-    ) -> TokenStep:
-        """Append one agent token per environment; ignored where the episode is over or not ``active``."""
+    def step(self, tokens: np.ndarray, rng: Streams, active: np.ndarray | None = None) -> TokenStep:
+        """Append one agent token per environment; ignored where the episode is over or not
+        ``active``. ``rng``: one generator, or one per population member (``testbed.envs.streams``)."""
         cfg, v = self.config, self.vocab
         b = self.batch_size
         tok = np.asarray(tokens, dtype=np.int64)
@@ -260,13 +260,13 @@ class TokenSearchBatch:
         self.turns += acts
         searched = np.flatnonzero(close_search & acts)
         self.searches[searched] += 1
-        if searched.size:
+        for part, stream in member_parts(searched, b, rng):
             found, found_len, docs = self.task.search(
-                searched, self.seg[searched], self.seg_len[searched], self.closed_book, rng
+                part, self.seg[part], self.seg_len[part], self.closed_book, stream
             )
-            obs[searched, : found.shape[1]] = found
-            obs_len[searched] = found_len
-            self.last_docs[searched, : docs.shape[1]] = docs
+            obs[part, : found.shape[1]] = found
+            obs_len[part] = found_len
+            self.last_docs[part, : docs.shape[1]] = docs
         bad = invalid & acts
         obs[bad, :3] = (v.info_open, v.invalid, v.info_close)
         obs_len[bad] = 3

@@ -82,10 +82,9 @@ def qwen2_shape(
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / rms(x) * weight, in float32 as transformers' ``Qwen2RMSNorm``."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    """x / rms(x) * weight, in float32 as transformers' ``Qwen2RMSNorm`` (torch's fused kernel: one
+    op where the formula is five; the weight is per member, so it multiplies apart)."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -134,10 +133,10 @@ class _Block(nn.Module):
         k_, n, _ = x.shape
         rows, hd = k_ * n // t, s.head_dim
         qkv = torch.baddbmm(self.qkv_bias[m], _rms_norm(x, self.ln1[m], s.eps), self.qkv[m]).view(rows, t, -1)
-        q = qkv[..., : self.q_dim].view(rows, t, s.n_heads, hd).transpose(1, 2)
-        k = qkv[..., self.q_dim : self.q_dim + self.kv_dim].view(rows, t, s.kv_heads, hd).transpose(1, 2)
+        heads = s.n_heads + s.kv_heads  # queries and keys rotate together: one rotation, not two
+        qk = _rotate(qkv[..., : self.q_dim + self.kv_dim].view(rows, t, heads, hd).transpose(1, 2), cos, sin)
+        q, k = qk[:, : s.n_heads], qk[:, s.n_heads :]
         v = qkv[..., self.q_dim + self.kv_dim :].view(rows, t, s.kv_heads, hd).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if cache is not None:  # decoding: this step's keys and values join the earlier ones
             k, v = cache.append(k, v)
         if t == 1:  # one query per row (decoding): two matmuls cost less than the fused kernel here
@@ -148,9 +147,10 @@ class _Block(nn.Module):
         else:  # each KV head serves n_heads / kv_heads query heads (not copied)
             gqa = s.n_heads != s.kv_heads
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, enable_gqa=gqa)
-        x = x + torch.bmm(attn.transpose(1, 2).reshape(k_, n, self.q_dim), self.o[m])
+        # the residual adds ride in the matmuls (baddbmm: x + a @ w), two ops fewer per layer
+        x = torch.baddbmm(x, attn.transpose(1, 2).reshape(k_, n, self.q_dim), self.o[m])
         gate, up = torch.bmm(_rms_norm(x, self.ln2[m], s.eps), self.gate_up[m]).chunk(2, dim=-1)
-        return x + torch.bmm(F.silu(gate) * up, self.down[m])
+        return torch.baddbmm(x, F.silu(gate) * up, self.down[m])
 
 
 class Qwen2Policy(nn.Module):

@@ -2,7 +2,8 @@
 scale ladder. ``CATALOG`` maps a study's name to a function building its ``Experiment`` (seeds as
 an argument, None for the study's own); ``sapo-testbed experiment NAME`` runs one, ``sapo-testbed
 figures [NAME ...]`` draws their figures and RESULTS.md, ``sapo-testbed report SCENARIO`` reads a
-scenario's baselines study.
+scenario's baselines study, ``sapo-testbed export [NAME ...]`` ships their stored runs
+(``shipped.py``).
 
 Registering a study is one act: add its function to ``CATALOG`` below (a scenario's baselines
 study is registered by giving the scenario ``baselines`` in ``scenarios.SCENARIOS``).
@@ -19,8 +20,9 @@ from testbed.studies.ablations import drift_phase, family, sapo_grid, scenario_s
 from testbed.studies.compare import compare_experiment
 from testbed.studies.figures import arm_curves
 from testbed.studies.scenarios import DEFAULT_SCENARIO, SCENARIOS, get_scenario, scenario_experiment
+from testbed.studies.shipped import stored_or_shipped
 from testbed.studies.worlds import worlds
-from testbed.sweep.experiment import Experiment, Results, run_experiment, store_for
+from testbed.sweep.experiment import Experiment, Results, store_for
 
 Study = Callable[[int | None], Experiment]  # seeds per arm (None: the study's own) -> its Experiment
 
@@ -64,15 +66,18 @@ def study_store(name: str) -> str:
     return (scenario in SCENARIOS and SCENARIOS[scenario].store) or name
 
 
-def stored_scenario_runs(scenario: str, root: Path, seeds: int = 32, smoke: bool = False) -> Results:
-    """What the store of ``scenario``'s baselines study holds (nothing is trained)."""
+def stored_scenario_runs(
+    scenario: str, root: Path, seeds: int = 32, smoke: bool = False, shipped: Path | None = None
+) -> tuple[Results, Path | None]:
+    """What the store of ``scenario``'s baselines study holds (nothing is trained); when it holds
+    nothing, the study's runs shipped under ``shipped`` (``testbed.studies.shipped``), with the
+    folder they came from (None: the store)."""
     name = f"{scenario}_baselines"
     if name not in CATALOG:
         known = [n.removesuffix("_baselines") for n in CATALOG if n.endswith("_baselines")]
         raise ConfigError(f"scenario={scenario!r}: no baselines study; known: {known}")
-    return run_experiment(
-        get_study(name, seeds), store_for(study_store(name), root, smoke), smoke, only_stored=True
-    )
+    store = store_for(study_store(name), root, smoke)
+    return stored_or_shipped(get_study(name, seeds), store, smoke, CATALOG[name], shipped)
 
 
 __all__ = [

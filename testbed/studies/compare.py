@@ -2,10 +2,11 @@
 seed (every seed starts from the study's one base policy and draws the same first episodes).
 
 ``sapo-testbed compare`` writes ``results.csv`` (tidy rows: one per run and update, config columns
-included), ``summaries.csv``, ``table.csv`` / ``table.md`` (start, peak and final EM with 95%
-bootstrap CIs, collapse rate with its Wilson interval, paired tests against the first objective,
-Holm-corrected) and ``compare.png`` / ``.pdf`` (metrics over updates: mean and 95% CI band, one thin
-line per seed).
+included), ``summaries.csv``, ``table.md`` (start, peak and final EM with 95% bootstrap CIs,
+collapse rate with its Wilson interval, paired tests against the first objective, Holm-corrected)
+and ``table.csv`` (the same as numbers, one column per quantity: ``final_em``,
+``final_em_ci_low``, ``p_final_holm``, ...: ``testbed.analysis.summary_numbers``) and
+``compare.png`` / ``.pdf`` (metrics over updates: median and interquartile band, one thin line per seed).
 """
 
 from __future__ import annotations

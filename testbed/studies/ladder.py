@@ -154,21 +154,21 @@ def run_ladder(
         print(err, flush=True)
     wall = time.perf_counter() - start
 
-    rows, summaries, tables, mismatch = [], [], [], []
+    rows, summaries, tables, numbers, mismatch = [], [], [], [], []
     for rung, exp in exps.items():
         results = run_experiment(exp, store, smoke, only_stored=True)
         extra = {"rung": rung, "params_m": params[rung], "device": device, "rl_lr": firsts[rung].trainer.lr}
         rows.append(results.rows.assign(**extra))
         summaries.append(results.summaries.assign(**extra))
-        tables.append(
-            results.table.assign(**extra, base_s=round(base_s[rung], 1), all_runs_wall_s=round(wall))
-        )
+        timing = {"base_s": round(base_s[rung], 1), "all_runs_wall_s": round(wall)}
+        tables.append(results.table.assign(**extra, **timing))
+        numbers.append(exp.numbers(results.summaries).assign(**extra, **timing))
         for dtype in ("bfloat16", "float16"):
             mismatch.append({**extra, **rollout_mismatch(firsts[rung], dtype, cache)})
         print(f"rung {rung}: {params[rung]:.3g} M parameters, base {base_s[rung]:.0f} s", flush=True)
 
     table, mis = pd.concat(tables), pd.DataFrame(mismatch)
-    table.to_csv(out / "ladder.csv", index=False)
+    pd.concat(numbers).to_csv(out / "ladder.csv", index=False)  # numbers; ladder.md has them as text
     mis.to_csv(out / "ladder_mismatch.csv", index=False)
     pd.concat(summaries).to_csv(out / "ladder_summaries.csv", index=False)
     all_rows = pd.concat(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testbed.analysis import alarm_table, criteria_table, mechanism_table
+from testbed.analysis import CRITERIA_TEXT, alarm_table, criteria_table, mechanism_table
 from testbed.config import ConfigError
 from testbed.diagnostics import Alarm
 from testbed.studies.scenarios import CONTROL, get_scenario
@@ -56,7 +56,7 @@ def scenario_report(
     counts = summaries.groupby("arm", sort=False).size().to_dict()
     out = [f"{scenario}: {counts} stored runs"]
     if "criteria" in tables:
-        crit = criteria_table(summaries, arms, CONTROL, get_scenario(scenario).criteria)
+        crit = criteria_table(summaries, arms, CONTROL, get_scenario(scenario).criteria)[CRITERIA_TEXT]
         out += ["## Criteria", crit.to_markdown(index=False)]
     if "mechanisms" in tables:
         mech = mechanism_table(rows, list(dict.fromkeys(rows["arm"])))

@@ -80,6 +80,7 @@ def worlds(seeds: int | None = None) -> Experiment:
         "calibrated to one target: GRPO, SAPO and GRPO on the control, paired seeds",
         figure=worlds_figure,
         table=worlds_table,
+        table_numbers=worlds_numbers,
         smoke=SMOKE_CALIBRATION,
     )
 
@@ -98,13 +99,43 @@ def worlds_table(summaries: pd.DataFrame, criteria: ScenarioCriteria | None = No
     are met), GRPO's collapses by kind (drift, early blow-up, decay from a low start); SAPO's
     collapse rate and its paired effect on final EM (mean [95% bootstrap CI], Wilcoxon p,
     Holm-corrected over the worlds)."""
+    return _worlds(summaries, criteria)[0]
+
+
+def worlds_numbers(summaries: pd.DataFrame, criteria: ScenarioCriteria | None = None) -> pd.DataFrame:
+    """``worlds_table`` as numbers, one column per quantity (the study's ``table.csv``): a criterion's
+    value with ``_ci_low`` / ``_ci_high`` (a rate's ``_count`` of ``_n`` runs), ``met_*`` as booleans,
+    GRPO's collapses by kind, SAPO's paired effect with its CI, ``p_wilcoxon`` and ``p_holm``."""
+    return _worlds(summaries, criteria)[1]
+
+
+KINDS = ("drift", "early_blowup", "decay_from_low")
+CRITERIA = ("rise", "rate", "onset", "control")  # the first rows of criteria_table, in its order
+
+
+def _numbers(name: str, criterion: pd.Series) -> dict[str, object]:
+    """One row of ``criteria_table`` as columns ``name``, ``name_ci_low``, ... (a rate's ``_count``)."""
+    out = {
+        name: criterion["value"],
+        f"{name}_ci_low": criterion["ci_low"],
+        f"{name}_ci_high": criterion["ci_high"],
+    }
+    if pd.notna(criterion["count"]):
+        out[f"{name}_count"] = int(criterion["count"])
+    return {**out, f"{name}_n": int(criterion["n"])}
+
+
+def _worlds(summaries: pd.DataFrame, criteria: ScenarioCriteria | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the table as text, the same as numbers), from one pass over the worlds."""
     criteria = criteria or get_scenario(DEFAULT_SCENARIO).criteria
     s = _split_arms(summaries)
     rows: list[dict[str, object]] = []
+    numbers: list[dict[str, object]] = []
     pvals: list[float] = []
     for world in [w for w in WORLDS if w in set(s["world"])]:
         runs = s[s["world"] == world]
         crit = criteria_table(runs, "grpo", CONTROL, criteria)
+        sapo = criteria_table(runs, "sapo", CONTROL, criteria).iloc[1]  # its collapse rate
         measured, met = crit["measured"].tolist(), crit["met"].tolist()[:4]
         kinds = collapse_kinds(runs[runs["arm"] == "grpo"], criteria).value_counts()
         effect = paired(runs[runs["arm"] == "sapo"], runs[runs["arm"] == "grpo"], "final_em")
@@ -112,27 +143,44 @@ def worlds_table(summaries: pd.DataFrame, criteria: ScenarioCriteria | None = No
         lo, hi = bootstrap_ci(d)
         pvals.append(wilcoxon_p(effect["a"], effect["b"]))
         base = runs[["warm_em", "warm_em_greedy"]].mean()  # every arm starts from the world's one base
+        seeds = int((runs["arm"] == "grpo").sum())
         rows.append(
             {
                 "world": world,
-                "seeds": int((runs["arm"] == "grpo").sum()),
+                "seeds": seeds,
                 "base EM sampled / greedy": f"{base['warm_em']:.3f} / {base['warm_em_greedy']:.3f}",
                 "GRPO median rise": measured[0],
                 "GRPO collapse rate": measured[1],
                 "GRPO drift / early blow-up / decay from low": "/".join(
-                    str(int(kinds.get(kind, 0))) for kind in ("drift", "early_blowup", "decay_from_low")
+                    str(int(kinds.get(k, 0))) for k in KINDS
                 ),
                 "GRPO median collapse update": measured[2],
                 "control collapse rate": measured[3],
                 "ISDD criteria met (rise, rate, onset, control)": " ".join(met),
-                "SAPO collapse rate": criteria_table(runs, "sapo", CONTROL, criteria)["measured"][1],
+                "SAPO collapse rate": sapo["measured"],
                 "SAPO - GRPO final EM (paired)": f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(d) else "-",
                 "p (Wilcoxon)": pvals[-1],
             }
         )
-    for row, p in zip(rows, holm(pvals), strict=True):
-        row["p (Holm, family)"] = p
-    return pd.DataFrame(rows)
+        names = (
+            "grpo_median_rise",
+            "grpo_collapse_rate",
+            "grpo_median_collapse_update",
+            "control_collapse_rate",
+        )
+        row: dict[str, object] = {"world": world, "seeds": seeds}
+        row |= {"base_em_sampled": base["warm_em"], "base_em_greedy": base["warm_em_greedy"]}
+        for name, (_, criterion) in zip(names, crit.head(len(names)).iterrows(), strict=True):
+            row |= _numbers(name, criterion)
+        row |= {f"met_{c}": m == "yes" for c, m in zip(CRITERIA, met, strict=True)}
+        row |= {f"grpo_{k}": int(kinds.get(k, 0)) for k in KINDS}
+        row |= _numbers("sapo_collapse_rate", sapo)
+        diff = "sapo_minus_grpo_final_em"
+        row |= {diff: d.mean() if len(d) else np.nan, f"{diff}_ci_low": lo, f"{diff}_ci_high": hi}
+        numbers.append({**row, "p_wilcoxon": pvals[-1]})
+    for row, number, p in zip(rows, numbers, holm(pvals), strict=True):
+        row["p (Holm, family)"] = number["p_holm"] = p
+    return pd.DataFrame(rows), pd.DataFrame(numbers)
 
 
 def worlds_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
@@ -140,7 +188,7 @@ def worlds_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> No
     effect on final EM [95% bootstrap CI]."""
     import matplotlib.pyplot as plt
 
-    from testbed.studies.figures import save_figure
+    from testbed.studies.figures import display_name, save_figure
 
     s = _split_arms(summaries)
     names = [w for w in WORLDS if w in set(s["world"])]
@@ -154,7 +202,8 @@ def worlds_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> No
             p = col.mean() if len(col) else np.nan
             rate.append(p)
             err.append((p - lo, hi - p))
-        left.errorbar(x + (i - 1) * 0.2, rate, yerr=np.array(err).T, fmt="o", capsize=3, label=arm)
+        label = display_name(arm)
+        left.errorbar(x + (i - 1) * 0.2, rate, yerr=np.array(err).T, fmt="o", capsize=3, label=label)
     left.set_ylim(-0.05, 1.05)
     left.set_ylabel("collapse rate [95% Wilson]")
     left.legend(loc="upper right", fontsize=8)
@@ -179,5 +228,5 @@ def worlds_figure(rows: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> No
     right.set_title("SAPO's effect (p: Wilcoxon, Holm over the worlds)", fontsize=9)
     left.set_title("collapse rates", fontsize=9)
     for ax in (left, right):
-        ax.set_xticks(x, names, rotation=20)
+        ax.set_xticks(x, [display_name(w) for w in names], rotation=20)
     save_figure(fig, path)

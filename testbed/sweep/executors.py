@@ -8,6 +8,8 @@ extras: ``pip install -c constraints.txt -e ".[cluster]"``.
 
 from __future__ import annotations
 
+import importlib
+import socket
 import threading
 import time
 import warnings
@@ -30,16 +32,15 @@ class SubmititExecutor(Executor):
     def __init__(
         self, folder: Path | str, cluster: str | None = None, poll_s: float = 0.5, **params: Any
     ) -> None:
-        import submitit
-
+        submitit = _optional("submitit")
         try:
             self._ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
             if params:
                 self._ex.update_parameters(**params)
         except (AssertionError, NameError, TypeError, ValueError, RuntimeError) as err:
-            # submitit's own messages span lines and blame its internals: keep the first
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"submitit cluster={cluster!r} parameters {params}: {first}") from err
+            raise ConfigError(
+                f"submitit cluster={cluster!r} parameters {params}: {_first_line(err)}"
+            ) from err
         if cluster is None and self._ex.cluster != "slurm":
             warnings.warn(
                 f"no SLURM cluster found (no sbatch here): submitit runs every job on this machine "
@@ -97,12 +98,19 @@ class RayExecutor(Executor):
     """Ray tasks (one CPU each) as futures."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
-        import ray
-
+        ray = _optional("ray")
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            if address is not None:
+                _answers(address)
+            try:
+                ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            except (OSError, ValueError, RuntimeError) as err:  # ConnectionError: no cluster at 'auto'
+                where = f"--ray-address {address!r}" if address else "--backend ray (a local Ray instance)"
+                raise ConfigError(
+                    f"{where}: cannot reach or start Ray (ray says: {_first_line(err)})"
+                ) from None
         self._remotes: dict[Callable, Any] = {}
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
@@ -114,14 +122,42 @@ class RayExecutor(Executor):
             self._ray.shutdown()  # stops this session's workers, running tasks included
 
 
+def _answers(address: str) -> None:
+    """A ConfigError now when nothing listens at a ``host:port`` address (``ray.init`` would go on
+    retrying: still at it after 6 minutes in a trial); ``auto`` and other forms are left to it."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise ConfigError(f"--ray-address {address!r}: nothing answers there ({err})") from None
+
+
+def _optional(package: str) -> Any:
+    """An optional extra's package, or a ConfigError naming it and how to install it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as err:
+        raise ConfigError(
+            f"--backend {package}: needs the {package!r} package ({err}); "
+            f'pip install -c constraints.txt -e ".[cluster]"'
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    """A library's message, often several lines that blame its internals: the first, or the type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def submitit_parameters(pairs: Sequence[str]) -> dict[str, Any]:
     """``--slurm KEY=VALUE`` pairs as typed submitit parameters (``timeout_min=60`` is the int 60).
 
     submitit's shared parameters take their declared types; any other value is read as a YAML
     scalar (``true``, ``4``, ``cpu``, ``[a, b]``).
     """
-    import submitit
-
+    submitit = _optional("submitit")
     # name -> type (timeout_min -> int); a private helper, so a submitit without it reads YAML
     typed: dict[str, Any] = getattr(submitit.AutoExecutor, "_typed_parameters", dict)()
     out = {}

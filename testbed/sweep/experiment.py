@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.analysis import summary_table
+from testbed.analysis import summary_numbers, summary_table
 from testbed.config import config_hash
 from testbed.sweep.executors import make_executor
 from testbed.sweep.runner import run_configs
@@ -45,7 +45,8 @@ Figure = Callable[[pd.DataFrame, pd.DataFrame, Path], None]  # (rows, summaries,
 class Experiment:
     """``arms`` maps a label (one ablation axis, one objective...) to its sweep; the summary
     table groups runs by ``columns`` and pairs every group with ``reference`` (a dict of
-    ``columns`` values) where given, or is ``table(summaries)`` when the study has its own;
+    ``columns`` values) where given, or is ``table(summaries)`` when the study has its own (and
+    ``table_numbers(summaries)`` the same as numbers, for ``table.csv``);
     ``figure`` draws the experiment from its rows and summaries; ``smoke``: the study's own
     overrides at smoke size, over ``SMOKE``."""
 
@@ -56,6 +57,7 @@ class Experiment:
     reference: Mapping[str, object] | None = None
     figure: Figure | None = None
     table: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    table_numbers: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     smoke: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def at_size(self, smoke: bool) -> dict[str, SweepSpec]:
@@ -70,6 +72,17 @@ class Experiment:
             )
             for label, spec in self.arms.items()
         }
+
+    def tabulate(self, summaries: pd.DataFrame) -> pd.DataFrame:
+        """The summary table of ``summaries``: the study's own ``table``, or grouped by ``columns``."""
+        return self.table(summaries) if self.table else summary_table(summaries, self.columns, self.reference)
+
+    def numbers(self, summaries: pd.DataFrame) -> pd.DataFrame:
+        """The summary table as numbers, one column per quantity (``table.csv``): grouped by
+        ``columns`` (``testbed.analysis.summary_numbers``), or the study's own ``table_numbers``."""
+        if self.table:
+            return (self.table_numbers or self.table)(summaries)
+        return summary_numbers(summaries, self.columns, self.reference)
 
 
 @dataclasses.dataclass
@@ -116,8 +129,7 @@ def run_experiment(
     rows = store.rows(keys).copy()  # one block per key, in order; the insert does not fragment it
     per_run = rows.groupby("run", sort=False).size() // pd.Series(keys).value_counts()
     rows.insert(0, "arm", np.repeat(arms, [per_run[k] for k in keys]))
-    table = exp.table(summaries) if exp.table else summary_table(summaries, exp.columns, exp.reference)
-    return Results(rows, summaries, table)
+    return Results(rows, summaries, exp.tabulate(summaries))
 
 
 def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
@@ -125,7 +137,7 @@ def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     results.rows.to_csv(out / "results.csv", index=False)
     results.summaries.to_csv(out / "summaries.csv", index=False)
-    results.table.to_csv(out / "table.csv", index=False)
+    exp.numbers(results.summaries).to_csv(out / "table.csv", index=False)
     (out / "table.md").write_text(results.table.to_markdown(index=False, floatfmt=".3g") + "\n")
     written = [out / n for n in ("results.csv", "summaries.csv", "table.csv", "table.md")]
     if exp.figure is not None:

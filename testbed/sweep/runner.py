@@ -32,7 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from testbed.config import ConfigError, config_hash, to_dict
-from testbed.run import RunConfig, default_cache_dir, split_populations, train_population, usable_cache_dir
+from testbed.run import (
+    RunConfig,
+    check_savable,
+    default_cache_dir,
+    split_populations,
+    train_population,
+    usable_cache_dir,
+)
 from testbed.sweep.store import BrokenRun, ResultStore, RunLock, StoreError
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
@@ -247,6 +254,9 @@ def run_configs(
         raise ConfigError(f"population={population!r}: must be an int >= 1")
     keys = [config_hash(c) for c in configs]
     store.check_writable()  # before any work: a run is never trained for nowhere
+    if store.save_policy:  # before any work: a run is never trained for a save that then fails
+        for cfg in configs:
+            check_savable(cfg)
     store.remove_stale_temporaries()
     unique = dict(zip(keys, configs, strict=True))  # a repeated config runs once
     total, own = len(unique), executor is None

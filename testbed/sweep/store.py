@@ -9,8 +9,9 @@ that failed leaves ``failed/<key>.json`` with its error; the next sweep tries it
 
 Beside them, ``runs/<key>/`` holds what a run writes while it goes (see ``testbed.run.train_population``):
 ``config.yaml``, the streamed ``rows.csv`` / ``rows.parquet``, the tracker's files (``track``:
-``tensorboard`` or ``wandb``) and, with ``save_policy``, ``policy.pt``. The store's ``track`` and
-``save_policy`` say what its runs keep; the sweep runner reads them.
+``tensorboard`` or ``wandb``) and, with ``save_policy``, the policy (``policy.pt``, or ``policy/`` and
+``base/`` in the Hugging Face format). The store's ``track`` and ``save_policy`` say what its runs
+keep; the sweep runner reads them.
 
 Each file is written to a temporary name (created like any file, so the umask decides who may
 read it) and renamed into place, so a killed sweep leaves either a finished file or none. A
@@ -42,7 +43,9 @@ from testbed.tracking import KINDS as TRACKERS
 
 # The record layout and numerics; records of others (or none) are redone. 3: evaluations draw their
 # episodes and sampling streams from (seed, update) alone, so older records' evaluations differ.
-FORMAT = 3
+# 4: the Qwen2 engine's fused RMSNorm, one rotation of queries and keys and residual adds inside
+# the matmuls (numbers differ from 3's in float rounding).
+FORMAT = 4
 
 
 class StoreError(Exception):
