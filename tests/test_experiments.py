@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 
 from testbed.analysis import (
     ScenarioCriteria,
@@ -212,34 +213,22 @@ def test_mechanism_table_means_each_run_over_each_range() -> None:
         mechanism_table(rows, ["a"], ["nope"])
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from testbed import cli
-
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_report_with_nothing_stored_says_so(tmp_path: Path, capsys) -> None:
-    code, out, err = _cli(["report", "isdd", "--root", str(tmp_path), "--shipped", str(tmp_path)], capsys)
+    code, out, err = run_cli(["report", "isdd", "--root", str(tmp_path), "--shipped", str(tmp_path)], capsys)
     assert (code, out) == (2, "")
     assert (
         err
         == "sapo-testbed: config error: scenario='isdd': no stored runs (seeds >= 0); run its study first\n"
     )
-    code, _, err = _cli(["report", "defaults"], capsys)
+    code, _, err = run_cli(["report", "defaults"], capsys)
     assert code == 2 and "scenario='defaults': no baselines study; known: ['isdd'," in err
 
 
 def test_report_prints_criteria_mechanisms_and_alarms(tmp_path: Path, capsys) -> None:
     """``sapo-testbed report`` at smoke size, from the runs ``sapo-testbed experiment`` stored."""
     root = ["--root", str(tmp_path), "--smoke"]
-    assert _cli(["experiment", "isdd_baselines", *root, "--workers", "2"], capsys)[0] == 0
-    code, text, _ = _cli(["report", "isdd", *root], capsys)
+    assert run_cli(["experiment", "isdd_baselines", *root, "--workers", "2"], capsys)[0] == 0
+    code, text, _ = run_cli(["report", "isdd", *root], capsys)
     assert code == 0
     assert text.startswith("isdd: {'grpo': 2, 'sapo': 2, 'llds': 2, 'tis': 2, 'grpo_control': 2} stored runs")
     for heading in (
@@ -249,7 +238,7 @@ def test_report_prints_criteria_mechanisms_and_alarms(tmp_path: Path, capsys) ->
     ):
         assert heading in text
     assert "| criterion " in text and "| alarm " in text and "| arm " in text
-    code, _, err = _cli(["report", "isdd", *root, "--arms", "nope"], capsys)
+    code, _, err = run_cli(["report", "isdd", *root, "--arms", "nope"], capsys)
     assert code == 2 and "arms=['nope']: no stored runs; known arms: ['grpo', 'grpo_control', 'llds'" in err
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from testbed.envs import TabularSearchBatch, TaskConfig, TokenSearchBatch, WorldConfig
+from testbed.envs import RetrieverConfig, TabularSearchBatch, TaskConfig, TokenSearchBatch, WorldConfig
 from testbed.envs.agents import RandomAgent, TabularOracle, TokenOracle
 from testbed.rollout import rollout
 
@@ -76,3 +77,32 @@ def test_demonstrations_have_the_layout_of_a_policy_rollout() -> None:
     assert (
         (demo.segment[demo.mask == 0] == 0).all() and (demo.segment == 1).any() and (demo.segment == 2).any()
     )
+
+
+@pytest.mark.parametrize("grain", ["token", "tabular"])
+@pytest.mark.parametrize("closed_book", [False, True])
+def test_one_core_with_member_streams_draws_what_member_cores_draw(grain: str, closed_book: bool) -> None:
+    """A core of 2 x n rows stepped with two streams (every trainer's) plays each member's episodes
+    exactly as that member's own core with its own stream would (testbed.envs.streams)."""
+    task, n = TaskConfig(retriever=RetrieverConfig(recall=0.6, rank_noise=0.5)), 48
+    eps = _core(grain, task, n).world.train_ids(np.random.default_rng(1), 2 * n)
+    oracle = TokenOracle if grain == "token" else TabularOracle
+    both = rollout(
+        oracle(0.0, np.random.default_rng(2)),
+        _core(grain, task, 2 * n, closed_book=closed_book),
+        eps,
+        np.arange(2 * n),
+        [np.random.default_rng(10), np.random.default_rng(11)],
+    )
+    for k, seed in enumerate((10, 11)):
+        alone = rollout(
+            oracle(0.0, np.random.default_rng(2)),
+            _core(grain, task, n, closed_book=closed_book),
+            eps[k * n : (k + 1) * n],
+            np.arange(n),
+            [np.random.default_rng(seed)],
+        )
+        rows = slice(k * n, (k + 1) * n)
+        assert torch.equal(both.rewards[rows], alone.rewards)
+        assert torch.equal(both.searches[rows], alone.searches)
+        assert torch.equal(both.tokens[rows], alone.tokens)

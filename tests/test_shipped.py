@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from clirun import run_cli
 
-from testbed import cli
 from testbed.studies import CATALOG, get_study, study_store
 from testbed.studies.shipped import BUDGET_MB, DATA, ROW_SIGNALS, read_shipped
 from testbed.sweep.experiment import store_for
@@ -22,16 +22,6 @@ from testbed.sweep.store import FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "isdd_baselines"
-
-
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +39,18 @@ def stored(tmp_path_factory) -> Path:
 def shipped(stored: Path, tmp_path: Path, capsys) -> Path:
     """``STUDY``'s runs exported from ``stored`` to a fresh data folder."""
     data = tmp_path / "data"
-    code, out, _ = _cli(["export", STUDY, "--smoke", "--root", str(stored), "--out", str(data)], capsys)
+    code, out, _ = run_cli(["export", STUDY, "--smoke", "--root", str(stored), "--out", str(data)], capsys)
     assert code == 0 and out.startswith(f"{STUDY}: exported 10 of its 10 runs to {data / STUDY} (")
     return data
 
 
 def _report(root: Path, data: Path, capsys, *extra: str) -> tuple[int, str, str]:
-    return _cli(["report", "isdd", "--smoke", "--root", str(root), "--shipped", str(data), *extra], capsys)
+    return run_cli(["report", "isdd", "--smoke", "--root", str(root), "--shipped", str(data), *extra], capsys)
 
 
 def _figures(root: Path, data: Path, out: Path, capsys) -> str:
     argv = ["figures", STUDY, "--smoke", "--only-stored", "--root", str(root), "--shipped", str(data)]
-    code, said, _ = _cli([*argv, "--out", str(out)], capsys)
+    code, said, _ = run_cli([*argv, "--out", str(out)], capsys)
     assert code == 0
     return said
 
@@ -99,7 +89,7 @@ def test_shipped_runs_regenerate_the_report_and_the_figures(
     pd.testing.assert_frame_equal(rows[read], local_rows[read], check_exact=True)  # float32 lost no bit
 
     again = tmp_path / "again"  # the same store exports the same bytes
-    assert _cli(["export", STUDY, "--smoke", "--root", str(stored), "--out", str(again)], capsys)[0] == 0
+    assert run_cli(["export", STUDY, "--smoke", "--root", str(stored), "--out", str(again)], capsys)[0] == 0
     assert (again / STUDY / "MANIFEST.json").read_bytes() == (folder / "MANIFEST.json").read_bytes()
 
 
@@ -163,7 +153,7 @@ def test_the_repositorys_shipped_runs_are_current_verified_and_small() -> None:
 
 
 def test_export_with_nothing_stored_writes_nothing(tmp_path: Path, capsys) -> None:
-    code, out, _ = _cli(
+    code, out, _ = run_cli(
         ["export", "family", "--smoke", "--root", str(tmp_path), "--out", str(tmp_path / "d")], capsys
     )
     assert (
