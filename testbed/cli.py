@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from testbed.config import ConfigError, parse_overrides
+from testbed.config import POPULATION, ConfigError, parse_overrides
 
 
 def _count(text: str) -> int:
@@ -65,6 +65,16 @@ SCENARIO_HELP = (
 )
 
 
+def _add_workers(p: argparse.ArgumentParser, workers: str = "processes (default: all cores)") -> None:
+    p.add_argument("--workers", type=_count, default=None, help=workers)
+    p.add_argument(
+        "--population",
+        type=_count,
+        default=POPULATION,
+        help=f"runs trained together in one process (1: one each; default {POPULATION})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapo-testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seeds", type=_seeds, default=range(16), help="N (0..N-1), A-B or A,B,C; default 16")
     cmp_.add_argument("--control", action="store_true", help="add GRPO on the scenario's control")
     cmp_.add_argument("--out", type=Path, default=Path("runs/compare"))
-    cmp_.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
+    _add_workers(cmp_)
     exp = sub.add_parser("experiment", help="run a study (testbed/studies): its table and figure")
     exp.add_argument("name", help="a study of testbed.studies.CATALOG (an unknown name lists them)")
     rep = sub.add_parser("report", help="a scenario's criteria, mechanisms and alarms, from stored runs")
@@ -104,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=_count, default=default, help="seeds per arm (default: the study's)")
         p.add_argument("--smoke", action="store_true", help="tiny size, two seeds: checks it runs")
         p.add_argument("--root", type=Path, default=Path("runs/experiments"), help="the studies' stores")
-        if p not in (rep, shp):
+        if p in (exp, fig):
+            _add_workers(p)
+        elif p is lad:
             p.add_argument("--workers", type=_count, default=None, help="processes (default: all cores)")
     swp = sub.add_parser("sweep", help="a resumable sweep: a spec file and/or FIELD=V1,V2 axes")
     swp.add_argument("spec", nargs="?", type=Path, help="YAML or JSON sweep file")
@@ -112,10 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     swp.add_argument("--seeds", type=_seeds, default=None, help="N (0..N-1), A-B or A,B,C (over the file's)")
     swp.add_argument("--out", type=Path, default=Path("runs/sweep"))
     swp.add_argument("--backend", choices=["local", "submitit", "ray"], default="local")
-    swp.add_argument("--workers", type=_count, default=None, help="local processes or Ray CPUs")
-    swp.add_argument(
-        "--population", type=_count, default=16, help="runs trained together in one process (1: one each)"
-    )
+    _add_workers(swp, "local processes or Ray CPUs")
     swp.add_argument("--ray-address", default=None, help="'auto' or host:port; none starts Ray locally")
     swp.add_argument("--submitit-cluster", default=None, help="slurm (default when available), local, debug")
     swp.add_argument(
@@ -294,7 +303,10 @@ def _figures(args: argparse.Namespace) -> None:
         if args.only_stored:
             results, shipped = stored_or_shipped(exp, store, args.smoke, CATALOG[name], args.shipped)
         else:
-            results, shipped = run_experiment(exp, store, args.smoke, workers=args.workers), None
+            results, shipped = (
+                run_experiment(exp, store, args.smoke, workers=args.workers, population=args.population),
+                None,
+            )
         if results.summaries.empty:
             print(f"{name}: no stored runs, skipped")
             continue
@@ -336,7 +348,9 @@ def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
     from testbed.sweep.experiment import run_experiment, write_results
 
     store.check_writable()
-    results = run_experiment(exp, store, smoke, workers=args.workers, force=args.force)
+    results = run_experiment(
+        exp, store, smoke, workers=args.workers, force=args.force, population=args.population
+    )
     written = write_results(exp, results, store.root)
     print(results.table.to_markdown(index=False, floatfmt=".3g"))
     print(f"\nwrote {', '.join(str(p) for p in written)}")

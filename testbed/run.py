@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import functools
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -118,16 +119,19 @@ def split_populations(
     cfgs: Sequence[RunConfig], max_members: int, min_populations: int = 1
 ) -> list[list[RunConfig]]:
     """Compatible configs grouped into populations of at most ``max_members`` (and, where there
-    are enough members, at least ``min_populations`` of them, to fill parallel workers)."""
+    are enough members, at least ``min_populations`` of them, to fill parallel workers), in turns
+    across the groups: parallel workers start on different base policies (a study of several
+    worlds trains each world's base once, in parallel, not one base in every worker at once). A
+    population holds every arm of its seeds, so a study stopped early leaves paired results."""
     groups: dict[str, list[RunConfig]] = {}
-    for cfg in cfgs:
+    for cfg in sorted(cfgs, key=lambda c: c.seed):  # stable: the arms of a seed keep their order
         groups.setdefault(study_key(cfg), []).append(cfg)
-    out: list[list[RunConfig]] = []
+    parts: list[list[list[RunConfig]]] = []
     for group in groups.values():
         most = max_members if has_members(group[0].policy) else 1
         n = max(-(-len(group) // most), min(min_populations, len(group)))
-        out.extend(list(part) for part in np.array_split(np.array(group, dtype=object), n))
-    return out
+        parts.append([list(part) for part in np.array_split(np.array(group, dtype=object), n)])
+    return [p for turn in itertools.zip_longest(*parts) for p in turn if p is not None]
 
 
 # -- parts -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ is keyed by task, policy and this config (its own ``seed`` included), never by t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,6 +26,7 @@ import torch
 from testbed.aggregation import aggregate
 from testbed.batch import Batch
 from testbed.config import (
+    ConfigError,
     added_field,
     check_at_most,
     check_positive,
@@ -37,7 +39,7 @@ from testbed.config import (
 )
 from testbed.envs import World
 from testbed.envs.agents import TabularOracle, TokenOracle
-from testbed.io import atomic_path, atomic_write
+from testbed.io import FileLock, atomic_path, atomic_write
 from testbed.policies import Policy
 from testbed.rollout import Core, PolicyAgent, rollout
 from testbed.tracking import flatten
@@ -255,12 +257,42 @@ def base_policy(
     policy = build()
     if not cfg.steps + cfg.pretrain_steps:
         return policy
-    path = cache_path(cache_dir, key, cfg) if cache_dir is not None else None
-    if path is not None and path.exists():
-        if _load(policy, path):
-            return policy
-        torch.manual_seed(cfg.seed)  # a failed load may have half-filled it: start afresh
-        policy = build()
+    if cache_dir is None:
+        _train(policy, make_core, cfg)
+        return policy
+    path = cache_path(cache_dir, key, cfg)
+    # One process trains a base; the others (a study's parallel workers) wait for it and load it.
+    with _held(path):
+        if path.exists():
+            if _load(policy, path):
+                return policy
+            torch.manual_seed(cfg.seed)  # a failed load may have half-filled it: start afresh
+            policy = build()
+        failed = failure_path(path)
+        if failed.exists():  # the same recipe and seed miss their target again: say so at once
+            raise ConfigError(failed.read_text().strip())
+        try:
+            record = _train(policy, make_core, cfg)
+        except ConfigError as err:
+            with contextlib.suppress(OSError):  # the cache is optional
+                atomic_write(failed, f"{err}\n")
+            raise
+        _save(policy, path, record)
+    return policy
+
+
+def _held(path: Path) -> contextlib.AbstractContextManager[object]:
+    """The lock under which one process trains the base at ``path``; none (unguarded) where the
+    cache folder cannot hold one: the cache is optional, and ``_save`` then says so."""
+    try:
+        return FileLock.wait_for(path.with_suffix(".lock"))
+    except OSError:
+        return contextlib.nullcontext()
+
+
+def _train(policy: Policy, make_core: Callable[[int], Core], cfg: WarmStartConfig) -> dict:
+    """Train ``policy`` on demonstrations (until its target bands hold, when it has some); the
+    record of its training."""
     core = make_core(cfg.batch_size)
     if cfg.pretrain_steps and core.grain != "token":
         fail(cfg, "pretrain_steps", cfg.pretrain_steps, "language modelling needs the token grain")
@@ -276,7 +308,7 @@ def base_policy(
         pad=core.vocab.pad if core.grain == "token" else 0,
         check=calibrator,
     )
-    record = {
+    return {
         "task": describe_task(core.config),
         "pretrain_steps": cfg.pretrain_steps,
         "imitation_steps": len(losses) - cfg.pretrain_steps,
@@ -285,9 +317,12 @@ def base_policy(
         "threads": torch.get_num_threads(),
         "checks": calibrator.checks if calibrator else [],
     }
-    if path is not None:
-        _save(policy, path, record)
-    return policy
+
+
+def failure_path(path: Path) -> Path:
+    """The one-line error beside a base whose calibration missed its target (its workers and
+    later runs raise it again rather than retrain it)."""
+    return path.with_suffix(".failed")
 
 
 def record_path(path: Path) -> Path:

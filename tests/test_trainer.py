@@ -241,3 +241,17 @@ def test_population_refuses_members_that_differ_in_a_shared_field() -> None:
         build_trainer([a, b])
     groups = split_populations([a, b, with_overrides(a, {"seed": "2"})], max_members=8)
     assert sorted(len(g) for g in groups) == [1, 2]
+
+
+def test_populations_take_turns_across_base_policies() -> None:
+    """Parallel workers start on different studies' bases, not all on the first one's."""
+    from testbed.run import split_populations, study_key
+
+    a = [with_overrides(tiny(), {"seed": str(s)}) for s in range(4)]
+    b = [with_overrides(tiny(), {"seed": str(s), "task.world.n_entities": "10"}) for s in range(4)]
+    groups = split_populations([*a, *b], max_members=2)
+    assert [study_key(g[0]) for g in groups] == [study_key(a[0]), study_key(b[0])] * 2
+    assert sorted(c.seed for g in groups for c in g) == sorted([*range(4), *range(4)])
+    sapo = [with_overrides(c, {"objective.name": "sapo"}) for c in a]  # a second arm, same base
+    pairs = split_populations([*a, *sapo], max_members=4)
+    assert [sorted({c.seed for c in g}) for g in pairs] == [[0, 1], [2, 3]]  # every arm of its seeds

@@ -61,7 +61,7 @@ def test_calibrated_warm_start_stops_on_its_target(tmp_path) -> None:
         assert torch.equal(p, q)
 
 
-def test_unreachable_target_is_refused_in_one_line(tmp_path) -> None:
+def test_unreachable_target_is_refused_in_one_line(tmp_path, monkeypatch) -> None:
     cap = tiny(**{**CALIBRATED, "warm_start.target_em_sampled": "0.9+1.0", "warm_start.steps": "3"})
     with pytest.raises(ConfigError) as err:
         build_trainer([cap], tmp_path)
@@ -71,7 +71,14 @@ def test_unreachable_target_is_refused_in_one_line(tmp_path) -> None:
     over = tiny(**CALIBRATED, **{"warm_start.target_em_greedy": "0.2+0.5"})  # greedy jumps past it
     with pytest.raises(ConfigError, match=r"greedy EM 1\.000 .* after 2 imitation steps; greedy EM above"):
         build_trainer([over], tmp_path)
-    assert not list(tmp_path.glob("base-*"))  # a base that missed its target is never cached
+    assert not list(tmp_path.glob("base-*.pt"))  # a base that missed its target is never cached
+    # its error is, so the study's other workers (and a rerun) say it again without retraining
+    calls = []
+    real = warmstart.imitate
+    monkeypatch.setattr(warmstart, "imitate", lambda *a, **kw: calls.append(1) or real(*a, **kw))  # type: ignore[func-returns-value]
+    with pytest.raises(ConfigError) as again:
+        build_trainer([cap], tmp_path)
+    assert str(again.value) == text and calls == []
 
 
 def test_cache_key_changes_with_the_target_and_keeps_old_keys() -> None:
@@ -128,3 +135,31 @@ def test_cache_that_torch_cannot_write_is_skipped(tmp_path, monkeypatch) -> None
     with pytest.warns(UserWarning, match="not written .*unexpected pos"):
         build_trainer([tiny()], tmp_path)
     assert not list(tmp_path.iterdir())  # no base, no record, no temporary file left behind
+
+
+def test_parallel_workers_train_one_base_and_the_others_load_it(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    calls = []
+    real = warmstart.imitate
+
+    def slow(*a, **kw):  # long enough for the second worker to arrive while the first trains
+        calls.append(1)
+        time.sleep(0.5)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(warmstart, "imitate", slow)
+    trainers: dict[str, object] = {}
+    workers = [
+        threading.Thread(target=lambda s=s: trainers.update({s: build_trainer([tiny(seed=s)], tmp_path)}))
+        for s in ("0", "1")
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(calls) == 1  # one trained it (the other waited for its lock), then read it
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".lock"] == []  # released, removed
+    first, second = (list(trainers[s].policy.parameters()) for s in ("0", "1"))  # type: ignore[attr-defined]
+    assert all(torch.equal(p, q) for p, q in zip(first, second, strict=True))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.analysis import summary_numbers, summary_table
-from testbed.config import config_hash
+from testbed.config import POPULATION, config_hash
 from testbed.sweep.executors import make_executor
 from testbed.sweep.runner import run_configs
 from testbed.sweep.spec import SweepSpec
@@ -107,16 +107,25 @@ def run_experiment(
     progress: bool = True,
     force: bool = False,
     only_stored: bool = False,
+    population: int = POPULATION,
 ) -> Results:
-    """Run (or resume) every arm into ``store``; return its rows, summaries and summary table.
-    ``only_stored``: run nothing, and read the runs the store holds (the others are left out)."""
+    """Run (or resume) every arm into ``store``, in populations of at most ``population`` members;
+    return its rows, summaries and summary table. ``only_stored``: run nothing, and read the runs
+    the store holds (the others are left out)."""
     labelled = [(label, cfg) for label, spec in exp.at_size(smoke).items() for cfg in spec.configs()]
     if only_stored:
         labelled = [(label, cfg) for label, cfg in labelled if store.has(config_hash(cfg))]
     else:
         executor = make_executor(backend, workers)
         try:
-            run_configs([c for _, c in labelled], store, executor, progress=progress, force=force)
+            run_configs(
+                [c for _, c in labelled],
+                store,
+                executor,
+                progress=progress,
+                force=force,
+                population=population,
+            )
         finally:
             executor.shutdown()
     if not labelled:  # only_stored, nothing stored

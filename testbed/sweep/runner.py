@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from testbed.config import ConfigError, config_hash, to_dict
+from testbed.config import POPULATION, ConfigError, config_hash, to_dict
+from testbed.io import FileLock
 from testbed.run import (
     RunConfig,
     check_savable,
@@ -40,7 +41,7 @@ from testbed.run import (
     train_population,
     usable_cache_dir,
 )
-from testbed.sweep.store import BrokenRun, ResultStore, RunLock, StoreError
+from testbed.sweep.store import BrokenRun, ResultStore, StoreError
 
 TORCH_THREADS = 1  # runs fill the cores, one each; results depend on the thread count
 
@@ -188,7 +189,7 @@ def _plan(
     store: ResultStore,
     configs: Mapping[str, RunConfig],
     force: bool,
-    locks: dict[str, RunLock],
+    locks: dict[str, FileLock],
     wait: bool = False,
 ) -> tuple[dict[str, RunConfig], dict[str, RunConfig]]:
     """The runs to do, each claimed into ``locks``: absent, broken (warned and discarded) or, with
@@ -237,7 +238,7 @@ def run_configs(
     cache_dir: Path | None = None,
     progress: bool = True,
     force: bool = False,
-    population: int = 16,
+    population: int = POPULATION,
     update_bar: bool = False,
 ) -> list[str]:
     """Train every config not already complete in ``store`` (every one with ``force``), in
@@ -260,7 +261,7 @@ def run_configs(
     store.remove_stale_temporaries()
     unique = dict(zip(keys, configs, strict=True))  # a repeated config runs once
     total, own = len(unique), executor is None
-    locks: dict[str, RunLock] = {}
+    locks: dict[str, FileLock] = {}
     failures: dict[str, str] = {}
 
     def make(todo: Mapping[str, RunConfig], bar: tqdm) -> None:
@@ -312,7 +313,7 @@ def run_configs(
     return keys
 
 
-def _keep(store: ResultStore, locks: dict[str, RunLock], key: str, write: Callable[[], None]) -> None:
+def _keep(store: ResultStore, locks: dict[str, FileLock], key: str, write: Callable[[], None]) -> None:
     """Store run ``key``'s result or failure with ``write``, then release its claim. A store that
     cannot be written (a full disk) stops the sweep with one line; stored runs are kept."""
     try:
@@ -331,7 +332,7 @@ def _run(
     executor: Executor,
     cache_dir: Path | None,
     bar: tqdm,
-    locks: dict[str, RunLock],
+    locks: dict[str, FileLock],
     update_bar: bool = False,
 ) -> dict[str, str]:
     """Submit every population, store its members as it finishes, releasing their claims in

@@ -22,8 +22,6 @@ remove the same run at once.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -38,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.io import HOST as _HOST  # temporary names say which process writes them
-from testbed.io import atomic_write
+from testbed.io import FileLock, atomic_write
 from testbed.tracking import KINDS as TRACKERS
 
 # The record layout and numerics; records of others (or none) are redone. 3: evaluations draw their
@@ -54,48 +52,6 @@ class StoreError(Exception):
 
 class BrokenRun(StoreError):
     """A stored run's files are incomplete or do not match their record."""
-
-
-class RunLock:
-    """The claim of one process on one run (``ResultStore.claim``); ``release`` ends it."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
-
-    def release(self) -> None:
-        if self.fd < 0:
-            return
-        self.path.unlink(missing_ok=True)  # while still held: a waiter then sees its file gone, retries
-        os.close(self.fd)
-        self.fd = -1
-
-
-def _lock(path: Path, wait: bool) -> int | None:
-    """A descriptor of ``path`` holding its exclusive lock; None if another process holds it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except OSError as err:  # a file system without locks: go on unguarded rather than not at all
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                os.close(fd)
-                raise
-            warnings.warn(
-                f"{path.parent}: no file locks ({err.strerror}): run one sweep at a time", stacklevel=4
-            )
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        try:  # the holder before us removes the file on release: lock the one now in place
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
 
 
 def _sha256(data: bytes) -> str:
@@ -136,13 +92,11 @@ class ResultStore:
                 f"output folder {self.root}: cannot write there ({err.strerror or err})"
             ) from err
 
-    def claim(self, key: str, wait: bool = False) -> RunLock | None:
+    def claim(self, key: str, wait: bool = False) -> FileLock | None:
         """The lock under which this process alone makes, redoes or removes run ``key``; None when
         another process holds it (``wait``: block until it is released instead)."""
         self.runs.mkdir(parents=True, exist_ok=True)
-        path = self.runs / f".{key}.lock"
-        fd = _lock(path, wait)
-        return None if fd is None else RunLock(path, fd)
+        return FileLock.acquire(self.runs / f".{key}.lock", wait)
 
     def remove_stale_temporaries(self) -> None:
         """Remove the temporary files of writers on this host that were killed mid-write."""
