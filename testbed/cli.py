@@ -351,7 +351,7 @@ def _run_and_write(exp, store, args: argparse.Namespace, smoke: bool) -> None:
     results = run_experiment(
         exp, store, smoke, workers=args.workers, force=args.force, population=args.population
     )
-    written = write_results(exp, results, store.root)
+    written = write_results(exp, results, store.root, smoke)
     print(results.table.to_markdown(index=False, floatfmt=".3g"))
     print(f"\nwrote {', '.join(str(p) for p in written)}")
 

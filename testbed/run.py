@@ -45,7 +45,7 @@ from testbed.policies import (
 )
 from testbed.tracking import Trackers, flatten, make_tracker, run_names
 from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
-from testbed.warmstart import WarmStartConfig, base_policy
+from testbed.warmstart import WarmStartConfig, base_policy, cache_path, record_path
 
 STUDY_FIELDS = ("task", "policy", "trainer", "warm_start")
 POLICY_FORMAT = 1  # the layout of policy files (load_policy refuses others)
@@ -172,6 +172,18 @@ def cache_folder(cache_dir: Path | str | bool | None) -> Path | None:
     return None if cache_dir is None or cache_dir is False else Path(cache_dir)
 
 
+def base_key(cfg: RunConfig) -> dict[str, object]:
+    """What a cached base policy is keyed by, beside its warm-start recipe."""
+    return {"task": cfg.task, "policy": cfg.policy}
+
+
+def base_record(cfg: RunConfig, cache_dir: Path | None = None) -> dict[str, Any] | None:
+    """The training record of ``cfg``'s cached base (``testbed.warmstart.record_path``: steps,
+    seconds, calibration checks), None when the cache holds none."""
+    path = record_path(cache_path(cache_dir or default_cache_dir(), base_key(cfg), cfg.warm_start))
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def build_trainer(
     cfgs: Sequence[RunConfig], cache_dir: Path | str | bool | None = True, **hf: Any
 ) -> Trainer:
@@ -200,7 +212,7 @@ def build_trainer(
         lambda: build_policy(cfg.policy, make_core(1)),
         make_core,
         cfg.warm_start,
-        key={"task": cfg.task, "policy": cfg.policy},
+        key=base_key(cfg),
         cache_dir=cache_folder(cache_dir),
     )
     if not has_members(cfg.policy):  # the base itself is the run's policy

@@ -82,6 +82,16 @@ def test_a_study_runs_from_the_command_line_at_smoke_size(tmp_path: Path) -> Non
     assert "sapo" in out.stdout and (store / "runs").is_dir()
     assert (store / "family.png").exists() and (store / "table.md").exists()
     assert out.stdout.startswith("| arm ")  # one word for an arm
+    import pandas as pd
+
+    from testbed.run import study_key
+    from testbed.studies import get_study
+
+    # one row per base: how its warm start went (the smoke recipe: 5 imitation steps)
+    specs = get_study("family").at_size(True).values()
+    bases = pd.read_csv(store / "bases.csv")
+    assert len(bases) == len({study_key(s.configs()[0]) for s in specs}) >= 1
+    assert (bases["imitation_steps"] == 5).all() and (bases["cpu_seconds"] > 0).all()
 
 
 def test_figures_pipeline_at_smoke_size(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from testbed.analysis import summary_numbers, summary_table
 from testbed.config import POPULATION, config_hash
+from testbed.run import base_record, study_key
 from testbed.sweep.executors import make_executor
 from testbed.sweep.runner import run_configs
 from testbed.sweep.spec import SweepSpec
@@ -141,14 +142,36 @@ def run_experiment(
     return Results(rows, summaries, exp.tabulate(summaries))
 
 
-def write_results(exp: Experiment, results: Results, out: Path) -> list[Path]:
-    """results.csv (tidy rows), summaries.csv, table.csv / table.md and the figure (PNG, PDF)."""
+def base_records(exp: Experiment, smoke: bool = False, cache_dir: Path | None = None) -> pd.DataFrame:
+    """One row per base policy of ``exp``'s arms found in the cache: its arms, world, the steps and
+    seconds its warm start took, and its last calibration check (sampled and greedy EM)."""
+    records: dict[str, dict[str, object]] = {}
+    for label, spec in exp.at_size(smoke).items():
+        cfg = spec.configs()[0]  # every seed of an arm shares its base
+        key = study_key(cfg)
+        if key not in records and (record := base_record(cfg, cache_dir)) is not None:
+            last = (record.get("checks") or [{}])[-1]
+            keep = ("task", "pretrain_steps", "imitation_steps", "seconds", "cpu_seconds", "threads")
+            records[key] = {"arms": label, **{k: record.get(k) for k in keep}}
+            records[key] |= {"check_em_sampled": last.get("sampled"), "check_em_greedy": last.get("greedy")}
+        elif key in records:
+            records[key]["arms"] = f"{records[key]['arms']} {label}"
+    return pd.DataFrame(list(records.values()))
+
+
+def write_results(exp: Experiment, results: Results, out: Path, smoke: bool = False) -> list[Path]:
+    """results.csv (tidy rows), summaries.csv, table.csv / table.md, bases.csv (``base_records``,
+    where the cache holds them) and the figure (PNG, PDF)."""
     out.mkdir(parents=True, exist_ok=True)
     results.rows.to_csv(out / "results.csv", index=False)
     results.summaries.to_csv(out / "summaries.csv", index=False)
     exp.numbers(results.summaries).to_csv(out / "table.csv", index=False)
     (out / "table.md").write_text(results.table.to_markdown(index=False, floatfmt=".3g") + "\n")
     written = [out / n for n in ("results.csv", "summaries.csv", "table.csv", "table.md")]
+    bases = base_records(exp, smoke)
+    if not bases.empty:
+        bases.to_csv(out / "bases.csv", index=False)
+        written.append(out / "bases.csv")
     if exp.figure is not None:
         exp.figure(results.rows, results.summaries, out / exp.name)
         written.append(out / f"{exp.name}.png")
