@@ -23,7 +23,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
 from testbed.warmstart import WarmStartConfig, base_policy, cache_path, record_path
 
 STUDY_FIELDS = ("task", "policy", "trainer", "warm_start")
+T = TypeVar("T")
 POLICY_FORMAT = 1  # the layout of policy files (load_policy refuses others)
 PRETRAINED_RUN = "testbed_run.json"  # in a Hugging Face policy directory: its format and run config
 
@@ -120,18 +121,24 @@ def split_populations(
 ) -> list[list[RunConfig]]:
     """Compatible configs grouped into populations of at most ``max_members`` (and, where there
     are enough members, at least ``min_populations`` of them, to fill parallel workers), in turns
-    across the groups: parallel workers start on different base policies (a study of several
-    worlds trains each world's base once, in parallel, not one base in every worker at once). A
-    population holds every arm of its seeds, so a study stopped early leaves paired results."""
+    across base policies: parallel workers start on different bases (a study of several worlds
+    trains its bases in parallel, rather than one worker training a base while the next waits for
+    it). A population holds every arm of its seeds, so a study stopped early leaves paired results."""
     groups: dict[str, list[RunConfig]] = {}
     for cfg in sorted(cfgs, key=lambda c: c.seed):  # stable: the arms of a seed keep their order
         groups.setdefault(study_key(cfg), []).append(cfg)
-    parts: list[list[list[RunConfig]]] = []
+    by_base: dict[str, list[list[list[RunConfig]]]] = {}
     for group in groups.values():
         most = max_members if has_members(group[0].policy) else 1
         n = max(-(-len(group) // most), min(min_populations, len(group)))
-        parts.append([list(part) for part in np.array_split(np.array(group, dtype=object), n)])
-    return [p for turn in itertools.zip_longest(*parts) for p in turn if p is not None]
+        parts = [list(part) for part in np.array_split(np.array(group, dtype=object), n)]
+        by_base.setdefault(config_hash([base_key(group[0]), group[0].warm_start]), []).append(parts)
+    return _turns([_turns(groups_of_base) for groups_of_base in by_base.values()])
+
+
+def _turns(lists: Sequence[Sequence[T]]) -> list[T]:
+    """The first item of each list, then the second of each, and so on."""
+    return [item for turn in itertools.zip_longest(*lists) for item in turn if item is not None]
 
 
 # -- parts -------------------------------------------------------------------------------------

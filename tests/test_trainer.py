@@ -255,3 +255,7 @@ def test_populations_take_turns_across_base_policies() -> None:
     sapo = [with_overrides(c, {"objective.name": "sapo"}) for c in a]  # a second arm, same base
     pairs = split_populations([*a, *sapo], max_members=4)
     assert [sorted({c.seed for c in g}) for g in pairs] == [[0, 1], [2, 3]]  # every arm of its seeds
+    # a control (another trainer, so another population) on the same base waits its turn behind b's
+    control = [with_overrides(c, {"trainer.minibatches": "1"}) for c in a]
+    turns = split_populations([*a, *control, *b], max_members=4)
+    assert [study_key(g[0]) for g in turns] == [study_key(a[0]), study_key(b[0]), study_key(control[0])]
