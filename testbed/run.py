@@ -45,7 +45,7 @@ from testbed.policies import (
 )
 from testbed.tracking import Trackers, flatten, make_tracker, run_names
 from testbed.trainer import Member, RunResult, Trainer, TrainerConfig
-from testbed.warmstart import WarmStartConfig, base_policy, cache_path, record_path
+from testbed.warmstart import WarmStartConfig, base_policy, cache_path, failure_path, record_path
 
 STUDY_FIELDS = ("task", "policy", "trainer", "warm_start")
 T = TypeVar("T")
@@ -132,7 +132,7 @@ def split_populations(
         most = max_members if has_members(group[0].policy) else 1
         n = max(-(-len(group) // most), min(min_populations, len(group)))
         parts = [list(part) for part in np.array_split(np.array(group, dtype=object), n)]
-        by_base.setdefault(config_hash([base_key(group[0]), group[0].warm_start]), []).append(parts)
+        by_base.setdefault(base_id(group[0]), []).append(parts)
     return _turns([_turns(groups_of_base) for groups_of_base in by_base.values()])
 
 
@@ -184,11 +184,19 @@ def base_key(cfg: RunConfig) -> dict[str, object]:
     return {"task": cfg.task, "policy": cfg.policy}
 
 
+def base_id(cfg: RunConfig) -> str:
+    """The hash of what runs sharing one base policy share (its key and warm-start recipe)."""
+    return config_hash([base_key(cfg), cfg.warm_start])
+
+
 def base_record(cfg: RunConfig, cache_dir: Path | None = None) -> dict[str, Any] | None:
     """The training record of ``cfg``'s cached base (``testbed.warmstart.record_path``: steps,
-    seconds, calibration checks), None when the cache holds none."""
-    path = record_path(cache_path(cache_dir or default_cache_dir(), base_key(cfg), cfg.warm_start))
-    return json.loads(path.read_text()) if path.exists() else None
+    seconds, calibration checks), or ``{"failed": error}`` for a calibration that missed its
+    target; None when the cache holds neither."""
+    path = cache_path(cache_dir or default_cache_dir(), base_key(cfg), cfg.warm_start)
+    if record_path(path).exists():
+        return json.loads(record_path(path).read_text())
+    return {"failed": failure_path(path).read_text().strip()} if failure_path(path).exists() else None
 
 
 def build_trainer(

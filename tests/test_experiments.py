@@ -84,13 +84,13 @@ def test_a_study_runs_from_the_command_line_at_smoke_size(tmp_path: Path) -> Non
     assert out.stdout.startswith("| arm ")  # one word for an arm
     import pandas as pd
 
-    from testbed.run import study_key
+    from testbed.run import base_id
     from testbed.studies import get_study
 
     # one row per base: how its warm start went (the smoke recipe: 5 imitation steps)
     specs = get_study("family").at_size(True).values()
     bases = pd.read_csv(store / "bases.csv")
-    assert len(bases) == len({study_key(s.configs()[0]) for s in specs}) >= 1
+    assert len(bases) == len({base_id(s.configs()[0]) for s in specs}) >= 1
     assert (bases["imitation_steps"] == 5).all() and (bases["cpu_seconds"] > 0).all()
 
 

@@ -79,6 +79,9 @@ def test_unreachable_target_is_refused_in_one_line(tmp_path, monkeypatch) -> Non
     with pytest.raises(ConfigError) as again:
         build_trainer([cap], tmp_path)
     assert str(again.value) == text and calls == []
+    from testbed.run import base_record
+
+    assert base_record(cap, tmp_path) == {"failed": text}  # what the study's bases.csv says of it
 
 
 def test_cache_key_changes_with_the_target_and_keeps_old_keys() -> None:

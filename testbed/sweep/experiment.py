@@ -15,11 +15,12 @@ import pandas as pd
 
 from testbed.analysis import summary_numbers, summary_table
 from testbed.config import POPULATION, config_hash
-from testbed.run import base_record, study_key
+from testbed.run import base_id, base_record
 from testbed.sweep.executors import make_executor
 from testbed.sweep.runner import run_configs
 from testbed.sweep.spec import SweepSpec
 from testbed.sweep.store import ResultStore
+from testbed.warmstart import describe_task
 
 # The smoke size: tiny task and model, a couple of updates, one seed. Tests run every experiment so.
 SMOKE = {
@@ -144,18 +145,23 @@ def run_experiment(
 
 def base_records(exp: Experiment, smoke: bool = False, cache_dir: Path | None = None) -> pd.DataFrame:
     """One row per base policy of ``exp``'s arms found in the cache: its arms, world, the steps and
-    seconds its warm start took, and its last calibration check (sampled and greedy EM)."""
+    seconds its warm start took, and its last calibration check (sampled and greedy EM); or, for a
+    calibration that missed its target, ``failed``: its one-line error."""
     records: dict[str, dict[str, object]] = {}
+    keep = ("pretrain_steps", "imitation_steps", "seconds", "cpu_seconds", "threads", "failed")
     for label, spec in exp.at_size(smoke).items():
         cfg = spec.configs()[0]  # every seed of an arm shares its base
-        key = study_key(cfg)
-        if key not in records and (record := base_record(cfg, cache_dir)) is not None:
-            last = (record.get("checks") or [{}])[-1]
-            keep = ("task", "pretrain_steps", "imitation_steps", "seconds", "cpu_seconds", "threads")
-            records[key] = {"arms": label, **{k: record.get(k) for k in keep}}
-            records[key] |= {"check_em_sampled": last.get("sampled"), "check_em_greedy": last.get("greedy")}
-        elif key in records:
+        key = base_id(cfg)
+        if key in records:
             records[key]["arms"] = f"{records[key]['arms']} {label}"
+        elif (record := base_record(cfg, cache_dir)) is not None:
+            last = (record.get("checks") or [{}])[-1]
+            records[key] = {
+                "arms": label,
+                "task": describe_task(cfg.task),
+                **{k: record.get(k) for k in keep},
+            }
+            records[key] |= {"check_em_sampled": last.get("sampled"), "check_em_greedy": last.get("greedy")}
     return pd.DataFrame(list(records.values()))
 
 
