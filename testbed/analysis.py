@@ -220,17 +220,20 @@ class ScenarioCriteria:
     decay_frac: float = 0.5  # a run that ends below this share of its low peak decayed (ditto)
 
 
-COLLAPSE_KINDS = ("drift", "early_blowup", "decay_from_low", "none")
+COLLAPSE_KINDS = ("drift", "early_blowup", "decline_no_rise", "decay_from_low", "none")
 
 
 def collapse_kind(run: Mapping[str, object], criteria: ScenarioCriteria = ScenarioCriteria()) -> str:
     """How a run ended, from its summary (``collapsed``, ``collapse_step``, ``warm_em``, ``peak_em``,
     ``final_em``), one of ``COLLAPSE_KINDS``:
 
-    - ``early_blowup``: the detector's collapse by update ``criteria.early`` without a rise of
-      ``criteria.rise``: an optimisation blow-up (the ratio's tail and the likelihood fall within
-      a few Adam steps), not the gradual drift of ISDD;
-    - ``drift``: every other collapse of the detector;
+    - ``drift``: the detector's collapse after a rise of ``criteria.rise`` above the base: ISDD's
+      shape, rise then collapse;
+    - ``early_blowup``: its collapse by update ``criteria.early`` without such a rise: an
+      optimisation blow-up (the ratio's tail and the likelihood fall within a few Adam steps), not
+      the gradual drift of ISDD;
+    - ``decline_no_rise``: its collapse later than that, without such a rise: the run never
+      improved on its base, then fell;
     - ``decay_from_low``: no collapse to the detector (its peak stayed under the detector's floor,
       ``trainer.collapse_min_peak``) yet the run ended below ``criteria.decay_frac`` of that peak,
       as a base near chance decaying to zero does;
@@ -240,7 +243,9 @@ def collapse_kind(run: Mapping[str, object], criteria: ScenarioCriteria = Scenar
     if bool(run["collapsed"]):
         step = run.get("collapse_step")
         early = pd.notna(step) and float(step) <= criteria.early  # type: ignore[arg-type]
-        return "early_blowup" if early and peak - warm < criteria.rise else "drift"
+        if peak - warm >= criteria.rise:
+            return "drift"
+        return "early_blowup" if early else "decline_no_rise"
     return "decay_from_low" if final < criteria.decay_frac * peak else "none"
 
 
@@ -317,8 +322,9 @@ def criteria_table(
         ("seeds that rose so, then collapsed", "(context)", rate(int((rose & collapsed).sum()), n), None),
     ]
     labels = {
-        "drift": "drift collapses",
+        "drift": "drift collapses (after a rise)",
         "early_blowup": f"early blow-ups (collapsed by update {criteria.early:g}, no rise)",
+        "decline_no_rise": f"declines without a rise (collapsed after update {criteria.early:g})",
         "decay_from_low": "decays from a low start (peak under the detector's floor)",
     }
     for arm, frame in (("collapsing arm", runs), ("control", ctrl)):

@@ -52,6 +52,7 @@ def test_collapses_are_told_apart_by_kind() -> None:
             _run("grpo", 2, 0.12, 0.30, 0.0, 10),  # fell early, but after a rise: drift
             _run("grpo", 3, 0.05, 0.05, 0.0, None),  # near chance, decayed to 0 under the floor
             _run("grpo", 4, 0.12, 0.30, 0.28, None),  # kept its level
+            _run("grpo", 5, 0.12, 0.14, 0.0, 40),  # never rose, fell later: a decline, not drift
             _run("grpo_control", 0, 0.05, 0.06, 0.05, None),
         ]
     )
@@ -61,14 +62,16 @@ def test_collapses_are_told_apart_by_kind() -> None:
         "drift",
         "decay_from_low",
         "none",
+        "decline_no_rise",
         "none",
     ]
     table = criteria_table(runs, "grpo", "grpo_control").set_index("criterion")["measured"]
-    assert table["collapse rate"].startswith("3/5")  # the existing rows are unchanged by the kinds
-    assert table["collapsing arm: drift collapses"].startswith("2/5")
-    assert table["collapsing arm: early blow-ups (collapsed by update 10, no rise)"].startswith("1/5")
+    assert table["collapse rate"].startswith("4/6")  # the existing rows are unchanged by the kinds
+    assert table["collapsing arm: drift collapses (after a rise)"].startswith("2/6")
+    assert table["collapsing arm: early blow-ups (collapsed by update 10, no rise)"].startswith("1/6")
+    assert table["collapsing arm: declines without a rise (collapsed after update 10)"].startswith("1/6")
     assert table["collapsing arm: decays from a low start (peak under the detector's floor)"].startswith(
-        "1/5"
+        "1/6"
     )
     assert table["control: decays from a low start (peak under the detector's floor)"].startswith("0/1")
 
@@ -106,7 +109,7 @@ def test_worlds_table_and_figure(tmp_path: Path) -> None:
     row = table.loc["default"]
     assert row["GRPO collapse rate"].startswith("6/6") and row["control collapse rate"].startswith("0/6")
     assert row["ISDD criteria met (rise, rate, onset, control)"] == "yes yes yes yes"
-    assert row["GRPO drift / early blow-up / decay from low"] == "6/0/0"
+    assert row["GRPO drift / early blow-up / decline without rise / decay from low"] == "6/0/0/0"
     assert row["SAPO - GRPO final EM (paired)"].startswith("+0.225") and row["SAPO collapse rate"].startswith(
         "0/6"
     )

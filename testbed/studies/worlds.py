@@ -109,7 +109,7 @@ def worlds_numbers(summaries: pd.DataFrame, criteria: ScenarioCriteria | None = 
     return _worlds(summaries, criteria)[1]
 
 
-KINDS = ("drift", "early_blowup", "decay_from_low")
+KINDS = ("drift", "early_blowup", "decline_no_rise", "decay_from_low")
 CRITERIA = ("rise", "rate", "onset", "control")  # the first rows of criteria_table, in its order
 
 
@@ -151,7 +151,7 @@ def _worlds(summaries: pd.DataFrame, criteria: ScenarioCriteria | None) -> tuple
                 "base EM sampled / greedy": f"{base['warm_em']:.3f} / {base['warm_em_greedy']:.3f}",
                 "GRPO median rise": measured[0],
                 "GRPO collapse rate": measured[1],
-                "GRPO drift / early blow-up / decay from low": "/".join(
+                "GRPO drift / early blow-up / decline without rise / decay from low": "/".join(
                     str(int(kinds.get(k, 0))) for k in KINDS
                 ),
                 "GRPO median collapse update": measured[2],
