@@ -185,8 +185,9 @@ def base_key(cfg: RunConfig) -> dict[str, object]:
 
 
 def base_id(cfg: RunConfig) -> str:
-    """The hash of what runs sharing one base policy share (its key and warm-start recipe)."""
-    return config_hash([base_key(cfg), cfg.warm_start])
+    """The name of ``cfg``'s base policy: its cache file's (key and warm-start recipe), so that
+    runs grouped by base are those that share one cached base."""
+    return cache_path(Path(), base_key(cfg), cfg.warm_start).stem
 
 
 def base_record(cfg: RunConfig, cache_dir: Path | None = None) -> dict[str, Any] | None:
