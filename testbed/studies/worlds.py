@@ -48,8 +48,8 @@ WORLDS: dict[str, Mapping[str, object]] = {
 # 113 CPU s), 16 entities 2400 (242 s), 48 entities 3300 (326 s), 6 relations 3000 (286 s), the
 # hop mix 800 (94 s); 5 documents misses the band at the cap (sampled 0.070, greedy 0.145). A base
 # stops at the first check inside the band, so it lands near the band's low edge (runs measure it
-# at sampled 0.10-0.14, greedy 0.27-0.39): weaker than the default scenario's fixed recipe (0.146
-# / 0.422).
+# at sampled 0.09-0.15, greedy 0.27-0.39, means per world): weaker than the default scenario's
+# fixed recipe (0.146 / 0.422).
 CALIBRATION: dict[str, object] = {
     "warm_start.target_em_sampled": (0.10, 0.20),
     "warm_start.target_em_greedy": (0.3, 0.6),
