@@ -23,6 +23,9 @@ from testbed.envs.tokens import FREE, SEARCH
 from testbed.policies import Policy
 
 Core = TokenSearchBatch | TabularSearchBatch
+# Tokens per ``feed`` call at most: past a few thousand rows x positions a block's activations leave
+# the cache and a pass costs more per token than decoding steps (measured on a 2-core AMD EPYC)
+FEED_TOKENS = 2048
 
 
 class Agent(Protocol):
@@ -46,8 +49,20 @@ def _sampler(gen: torch.Generator, device: torch.device | str) -> torch.Generato
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _noise(gen: torch.Generator, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+    """The Exp(1) noise of one sampling step: ``torch.multinomial(p, 1)`` draws a token as
+    argmax(p / noise) (ATen's one-sample path); drawn apart, a step can be skipped exactly."""
+    return torch.empty(shape, device=device).exponential_(1, generator=gen)
+
+
 class PolicyAgent:
-    """A policy sampled (or decoded greedily); each member's rows sample with that member's generator."""
+    """A policy sampled (or decoded greedily); each member's rows sample with that member's generator.
+
+    ``feeds``: the policy takes a block of known tokens at once (``feed``), so the driver hands it
+    the positions where no row writes (the prompt, retrieved blocks) in one call; each member's
+    generator still draws every skipped position's noise, so the samples are those of a
+    position-by-position rollout.
+    """
 
     def __init__(
         self, policy: Policy, gens: torch.Generator | Sequence[torch.Generator], greedy: bool = False
@@ -57,13 +72,14 @@ class PolicyAgent:
         if len(gens) != policy.members:
             raise ValueError(f"{len(gens)} generators for a policy of {policy.members} members")
         self.member_gens = gens
+        self.feeds = hasattr(policy, "feed")
 
     def begin(self, core: Core) -> None:
         # a policy with a fixed-size cache (HFPolicy's static decode) is told the longest rollout
         max_len = cast(TokenSearchBatch, core).capacity if self.grain == "token" else None
         self.state = self.policy.start(core.batch_size, max_len)
-        device = getattr(self.policy, "device", "cpu")
-        self.gens = [_sampler(g, device) for g in self.member_gens]
+        self.device = getattr(self.policy, "device", "cpu")
+        self.gens = [_sampler(g, self.device) for g in self.member_gens]
 
     def propose(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logp = torch.log_softmax(self.policy.next_logits(inputs, self.state).float(), -1)
@@ -71,13 +87,23 @@ class PolicyAgent:
             tok = logp.argmax(-1)
         else:
             probs = logp.exp().chunk(len(self.gens))
-            tok = torch.cat(
-                [
-                    torch.multinomial(p, 1, generator=g).squeeze(-1)
-                    for p, g in zip(probs, self.gens, strict=True)
-                ]
-            )
+            draws = [
+                (p / _noise(g, p.shape, self.device)).argmax(-1)
+                for p, g in zip(probs, self.gens, strict=True)
+            ]
+            tok = torch.cat(draws)
         return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
+
+    def feed(self, inputs: torch.Tensor) -> None:
+        """Take ``inputs`` [rows, t] (known tokens) into the policy's state: t positions without
+        a proposal."""
+        self.policy.feed(inputs, self.state)  # type: ignore[attr-defined]
+        if not self.greedy:
+            rows = len(inputs) // len(self.gens)
+            vocab = self.policy.vocab_size  # type: ignore[attr-defined]
+            for _ in range(inputs.shape[1]):
+                for g in self.gens:
+                    _noise(g, (rows, vocab), self.device)
 
     def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None:
         pass
@@ -104,6 +130,14 @@ def _segment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.select([phase == SEARCH, phase == PHASE_ANSWER], [SEARCH_CALL, ANSWER], OTHER)
 
 
+def _known_span(done: np.ndarray, queued: np.ndarray, limit: int) -> int:
+    """How many positions from now on no row writes: every live row has that many tokens queued
+    (a done row writes nothing; when all are done, as long as any row has tokens queued)."""
+    live = ~done
+    span = int(queued[live].min()) if live.any() else int(queued.max())
+    return min(max(span, 0), limit)
+
+
 def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, rng: Streams) -> Batch:
     b = len(episodes)
     prompts = core.reset(episodes)
@@ -123,11 +157,24 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, r
     rewards = np.zeros(b)
     rows = np.arange(b)
     end = cap
-    for pos in range(1, cap):
+    feeder = agent if isinstance(agent, PolicyAgent) and agent.feeds else None
+    pos = 1
+    while pos < cap:
         forced = q_pos < q_len
         if core.done.all() and not forced.any():
             end = pos if isinstance(rng, np.random.Generator) else cap  # see the docstring
             break
+        span = _known_span(core.done, q_len - q_pos, min(cap - pos, FEED_TOKENS // b)) if feeder else 0
+        if feeder and span > 1:  # no row writes at pos .. pos + span - 1: take them in one call
+            ahead = q_pos[:, None] + np.arange(span)
+            known = queue[rows[:, None], np.minimum(ahead, qcap - 1)]
+            tokens[:, pos : pos + span] = torch.as_tensor(
+                np.where(ahead < q_len[:, None], known, core.vocab.pad)
+            )
+            feeder.feed(tokens[:, pos - 1 : pos + span - 1])
+            q_pos = np.minimum(q_pos + span, np.maximum(q_pos, q_len))
+            pos += span
+            continue
         proposed, logp = agent.propose(tokens[:, pos - 1])
         writes = ~forced & ~core.done
         queued = queue[rows, np.minimum(q_pos, qcap - 1)]
@@ -146,6 +193,7 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, r
         queue[got] = out.obs[got]
         q_len[got] = out.obs_len[got]
         q_pos[got] = 0
+        pos += 1
     return Batch(
         tokens=tokens[:, :end],
         mask=mask[:, :end],

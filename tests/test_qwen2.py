@@ -214,3 +214,39 @@ def test_the_gpu_study_script_runs_at_smoke_size_on_the_cpu(tmp_path) -> None:
     assert report["runs"] == 5 and report["runs_to_make"] == 4  # at smoke size the control is GRPO
     assert sum(p["members"] for p in report["populations"]) == 4
     assert all(p["train_tokens_per_s"] > 0 for p in report["populations"])
+
+
+@torch.no_grad()
+def test_feeding_known_tokens_equals_decoding_them_bit_for_bit() -> None:
+    """``feed`` takes a block of known tokens (a prompt, a retrieved block) in one pass: the logits
+    of every later step equal those of a state that decoded the block token by token, exactly."""
+    torch.manual_seed(3)
+    policy = ours(members=2, std=0.3)
+    x = tokens(16, length=40)
+    stepped, fed = policy.start(16, max_len=40), policy.start(16, max_len=40)
+    pos = 0
+    for block in (4, 1, 1, 6, 1, 2, 9, 1, 3, 1):  # feed block - 1 tokens, then decode one
+        expected = [policy.next_logits(x[:, p], stepped) for p in range(pos, pos + block)][-1]
+        if block > 1:
+            policy.feed(x[:, pos : pos + block - 1], fed)
+        assert torch.equal(policy.next_logits(x[:, pos + block - 1], fed), expected), pos
+        pos += block
+
+
+@torch.no_grad()
+def test_member_groups_decode_as_the_whole_population(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding in member groups (``DECODE_ROWS``) changes no member's numbers."""
+    from testbed.policies import qwen2
+
+    torch.manual_seed(4)
+    policy = ours(members=4, std=0.3)
+    x = tokens(4 * 8, length=12)
+    whole = policy.start(32, max_len=12)
+    monkeypatch.setattr(qwen2, "DECODE_ROWS", 16)  # groups of two members
+    grouped = policy.start(32, max_len=12)
+    assert [m for m, _ in grouped.groups] == [slice(0, 2), slice(2, 4)]
+    policy.feed(x[:, :3], grouped)
+    monkeypatch.setattr(qwen2, "DECODE_ROWS", 2048)
+    policy.feed(x[:, :3], whole)
+    for p in range(3, 12):
+        assert torch.equal(policy.next_logits(x[:, p], grouped), policy.next_logits(x[:, p], whole))

@@ -106,3 +106,43 @@ def test_one_core_with_member_streams_draws_what_member_cores_draw(grain: str, c
         assert torch.equal(both.rewards[rows], alone.rewards)
         assert torch.equal(both.searches[rows], alone.searches)
         assert torch.equal(both.tokens[rows], alone.tokens)
+
+
+def test_sampling_draws_what_torch_multinomial_draws() -> None:
+    """The agent samples argmax(p / Exp(1) noise), ATen's one-sample path of ``torch.multinomial``:
+    the same tokens from the same generator state, and the generator left where it leaves it."""
+    from testbed.rollout import _noise
+
+    probs = torch.softmax(3 * torch.randn(64, 38, generator=torch.Generator().manual_seed(0)), -1)
+    ours, theirs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(5):
+        drawn = (probs / _noise(ours, probs.shape, "cpu")).argmax(-1)
+        assert torch.equal(drawn, torch.multinomial(probs, 1, generator=theirs).squeeze(-1))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_a_rollout_that_feeds_known_tokens_equals_one_that_steps(greedy: bool) -> None:
+    """The driver hands a feeding policy every position where no row writes (prompts, retrieved
+    blocks) in blocks; the batch, and the generators after it, are those of one position at a time."""
+    from testbed.policies.qwen2 import Qwen2Policy, qwen2_shape
+    from testbed.rollout import PolicyAgent
+
+    task = TaskConfig(retriever=RetrieverConfig(recall=0.6, rank_noise=0.5))
+    core = TokenSearchBatch(task, 2 * 24)
+    torch.manual_seed(0)
+    policy = Qwen2Policy(qwen2_shape(core.vocab.size, 16, 1, 2, core.capacity), members=2, std=0.5)
+    assert core.world is not None  # the simulated task
+    eps = core.world.train_ids(np.random.default_rng(1), 48)
+    out = {}
+    for feeds in (True, False):
+        gens = [torch.Generator().manual_seed(s) for s in (7, 8)]
+        agent = PolicyAgent(policy, gens, greedy=greedy)
+        agent.feeds = feeds
+        streams = [np.random.default_rng(10), np.random.default_rng(11)]
+        out[feeds] = (rollout(agent, core, eps, np.arange(48), streams), [g.get_state() for g in gens])
+    (fed, fed_gens), (stepped, stepped_gens) = out[True], out[False]
+    for field in ("tokens", "mask", "behaviour_log_probs", "rewards", "searches", "segment"):
+        assert torch.equal(getattr(fed, field), getattr(stepped, field)), field
+    assert all(torch.equal(a, b) for a, b in zip(fed_gens, stepped_gens, strict=True))
+    assert (fed.mask.sum(0) == 0).sum() > 5  # positions no row writes: there were blocks to feed

@@ -32,9 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from testbed.batch import Batch
-from testbed.policies.base import KVCache, LayerCache, log_probs_and_entropy, member_rows
+from testbed.policies.base import LayerCache, log_probs_and_entropy, member_rows
 
 MEMBER_PASSES = ("each", "together")
+# Decoding runs members in groups of at most this many rows (one member when it has more): past a
+# few thousand rows a step's activations leave the cache (a population's evaluation decodes
+# 16 x 512 rows), and a row's numbers do not depend on its group (tested)
+DECODE_ROWS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,20 +141,36 @@ class _Block(nn.Module):
         qk = _rotate(qkv[..., : self.q_dim + self.kv_dim].view(rows, t, heads, hd).transpose(1, 2), cos, sin)
         q, k = qk[:, : s.n_heads], qk[:, s.n_heads :]
         v = qkv[..., self.q_dim + self.kv_dim :].view(rows, t, s.kv_heads, hd).transpose(1, 2)
-        if cache is not None:  # decoding: this step's keys and values join the earlier ones
+        if cache is not None:  # decoding: these positions' keys and values join the earlier ones
+            past = cache.length
             k, v = cache.append(k, v)
-        if t == 1:  # one query per row (decoding): two matmuls cost less than the fused kernel here
-            # grouped-query attention: KV head j serves query heads j * groups .. (j + 1) * groups - 1
-            q = q.reshape(rows, s.kv_heads, -1, hd)
-            weights = (torch.matmul(q, k.transpose(-1, -2)) * hd**-0.5).softmax(-1)
-            attn = torch.matmul(weights, v).reshape(rows, s.n_heads, 1, hd)
+            # one query at a time, each over the keys up to its own position: a block of t known
+            # tokens (``Qwen2Policy.feed``) gives the numbers of t decoding steps, bit for bit
+            if t == 1:
+                attn = self._attend(q, k, v)
+            else:
+                ends = range(past + 1, past + t + 1)
+                attn = torch.cat(
+                    [self._attend(q[:, :, e - past - 1 : e - past], k[:, :, :e], v[:, :, :e]) for e in ends],
+                    2,
+                )
         else:  # each KV head serves n_heads / kv_heads query heads (not copied)
             gqa = s.n_heads != s.kv_heads
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, enable_gqa=gqa)
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         # the residual adds ride in the matmuls (baddbmm: x + a @ w), two ops fewer per layer
         x = torch.baddbmm(x, attn.transpose(1, 2).reshape(k_, n, self.q_dim), self.o[m])
         gate, up = torch.bmm(_rms_norm(x, self.ln2[m], s.eps), self.gate_up[m]).chunk(2, dim=-1)
         return torch.baddbmm(x, F.silu(gate) * up, self.down[m])
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One query per row (decoding) over the keys and values given: two matmuls cost less
+        than the fused kernel here. Grouped-query attention: KV head j serves query heads
+        j * groups .. (j + 1) * groups - 1."""
+        s = self.shape
+        rows, hd = q.shape[0], s.head_dim
+        q = q.reshape(rows, s.kv_heads, -1, hd)
+        weights = (torch.matmul(q, k.transpose(-1, -2)) * hd**-0.5).softmax(-1)
+        return torch.matmul(weights, v).reshape(rows, s.n_heads, 1, hd)
 
 
 class Qwen2Policy(nn.Module):
@@ -187,6 +207,10 @@ class Qwen2Policy(nn.Module):
     def device(self) -> torch.device:
         return self.embed.device
 
+    @property
+    def vocab_size(self) -> int:
+        return self.shape.vocab_size
+
     def compile_forward(self) -> None:
         """Run the forward through ``torch.compile`` (widths vary: dynamic shapes)."""
         self.compiled = True
@@ -198,20 +222,31 @@ class Qwen2Policy(nn.Module):
         return state
 
     def forward_members(
-        self, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None, members: slice
+        self,
+        tokens: torch.Tensor,
+        start: int,
+        caches: list[LayerCache] | None,
+        members: slice,
+        head: bool = True,
     ) -> torch.Tensor:
         """``_forward_members``, compiled when ``compile_forward`` was called."""
         if not self.compiled:
-            return self._forward_members(tokens, start, caches, members)
+            return self._forward_members(tokens, start, caches, members, head)
         if self._compiled is None:
             self._compiled = torch.compile(self._forward_members, dynamic=True)
-        return self._compiled(tokens, start, caches, members)
+        return self._compiled(tokens, start, caches, members, head)
 
     def _forward_members(
-        self, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None, members: slice
+        self,
+        tokens: torch.Tensor,
+        start: int,
+        caches: list[LayerCache] | None,
+        members: slice,
+        head: bool = True,
     ) -> torch.Tensor:
         """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1, the
-        rows member-major over the members ``members`` (a slice of the population)."""
+        rows member-major over the members ``members`` (a slice of the population); with ``head``
+        false, the last layer's output instead (the caches filled, no logits computed)."""
         rows, t = tokens.shape
         embed = self.embed[members]
         k, vocab = embed.shape[0], embed.shape[1]
@@ -220,6 +255,8 @@ class Qwen2Policy(nn.Module):
         cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
         for i, block in enumerate(self.layers):
             x = block(x, t, cos, sin, None if caches is None else caches[i], members)
+        if not head:
+            return x
         x = _rms_norm(x, self.norm[members], self.shape.eps)
         return torch.bmm(x, embed.transpose(1, 2)).view(rows, t, vocab)
 
@@ -227,15 +264,32 @@ class Qwen2Policy(nn.Module):
         """Logits [rows, T, V] of every member: position t predicts token t + 1."""
         return self.forward_members(tokens, 0, None, slice(None))
 
-    def start(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        member_rows(batch_size, self.members)
-        return KVCache([LayerCache(max_len or self.shape.max_len) for _ in self.blocks])
+    def start(self, batch_size: int, max_len: int | None = None) -> MemberGroups:
+        n = member_rows(batch_size, self.members)
+        per = max(1, DECODE_ROWS // n)  # members per group
+        groups = [slice(j, min(j + per, self.members)) for j in range(0, self.members, per)]
+        capacity = max_len or self.shape.max_len
+        return MemberGroups(n, [(m, [LayerCache(capacity) for _ in self.blocks]) for m in groups])
 
-    def next_logits(self, inputs: torch.Tensor, state: KVCache) -> torch.Tensor:
-        tokens = inputs.to(self.device)[:, None]
-        logits = self.forward_members(tokens, state.position, state.layers, slice(None))
+    def _groups(self, tokens: torch.Tensor, state: MemberGroups, head: bool) -> list[torch.Tensor]:
+        """``tokens`` [rows, t] through each member group at the state's position."""
+        n = state.rows
+        return [
+            self.forward_members(tokens[m.start * n : m.stop * n], state.position, caches, m, head)
+            for m, caches in state.groups
+        ]
+
+    def next_logits(self, inputs: torch.Tensor, state: MemberGroups) -> torch.Tensor:
+        logits = self._groups(inputs.to(self.device)[:, None], state, head=True)
         state.position += 1
-        return logits[:, -1]
+        return logits[0][:, -1] if len(logits) == 1 else torch.cat(logits)[:, -1]
+
+    def feed(self, inputs: torch.Tensor, state: MemberGroups) -> None:
+        """Take ``inputs`` [rows, t], tokens known in advance (a prompt, a retrieved block), into
+        the cache: the same keys and values as t ``next_logits`` steps (tested equal bit for bit
+        on CPU), in one pass per layer and without the logits nobody samples from."""
+        self._groups(inputs.to(self.device), state, head=False)
+        state.position += inputs.shape[1]
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropies [B, T] of the written tokens, each member scored up to its
@@ -338,6 +392,16 @@ class Qwen2Policy(nn.Module):
         policy = cls(shape, **kwargs)
         policy.load_hf_state_dict(load_file(str(path / "model.safetensors")))
         return policy
+
+
+@dataclasses.dataclass
+class MemberGroups:
+    """A decoding state: ``rows`` per member, and per group of members (a slice of the
+    population) one ``LayerCache`` per layer; every group at ``position``."""
+
+    rows: int
+    groups: list[tuple[slice, list[LayerCache]]]
+    position: int = 0
 
 
 def written_widths(mask: torch.Tensor, members: int) -> list[int]:
