@@ -23,8 +23,8 @@ from testbed.envs.tokens import FREE, SEARCH
 from testbed.policies import Policy
 
 Core = TokenSearchBatch | TabularSearchBatch
-# Tokens per ``feed`` call at most: past a few thousand rows x positions a block's activations leave
-# the cache and a pass costs more per token than decoding steps (measured on a 2-core AMD EPYC)
+# Tokens (rows x positions) per ``feed`` call at most on a CPU: past a few thousand a block's
+# activations leave the cache and a pass costs more per token than decoding steps (2-core AMD EPYC)
 FEED_TOKENS = 2048
 
 
@@ -49,19 +49,15 @@ def _sampler(gen: torch.Generator, device: torch.device | str) -> torch.Generato
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _noise(gen: torch.Generator, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
-    """The Exp(1) noise of one sampling step: ``torch.multinomial(p, 1)`` draws a token as
-    argmax(p / noise) (ATen's one-sample path); drawn apart, a step can be skipped exactly."""
-    return torch.empty(shape, device=device).exponential_(1, generator=gen)
-
-
 class PolicyAgent:
     """A policy sampled (or decoded greedily); each member's rows sample with that member's generator.
 
-    ``feeds``: the policy takes a block of known tokens at once (``feed``), so the driver hands it
-    the positions where no row writes (the prompt, retrieved blocks) in one call; each member's
-    generator still draws every skipped position's noise, so the samples are those of a
-    position-by-position rollout.
+    Sampling draws a token as argmax(p / noise), noise ~ Exp(1): ATen's one-sample path of
+    ``torch.multinomial(p, 1)``, spelled out so that one tensor holds every member's noise and a
+    position can be skipped exactly. ``feeds``: the policy takes a block of known tokens at once
+    (``feed``), so the driver hands it the positions where no row writes (the prompt, retrieved
+    blocks) in one call; each member's generator still draws every skipped position's noise, so
+    the samples are those of a position-by-position rollout.
     """
 
     def __init__(
@@ -78,20 +74,18 @@ class PolicyAgent:
         # a policy with a fixed-size cache (HFPolicy's static decode) is told the longest rollout
         max_len = cast(TokenSearchBatch, core).capacity if self.grain == "token" else None
         self.state = self.policy.start(core.batch_size, max_len)
-        self.device = getattr(self.policy, "device", "cpu")
+        self.device = torch.device(getattr(self.policy, "device", "cpu"))
         self.gens = [_sampler(g, self.device) for g in self.member_gens]
+        # on a CPU a block's activations must stay in cache (FEED_TOKENS); a GPU takes any block
+        self.max_feed = FEED_TOKENS if self.device.type == "cpu" else 2**31
 
     def propose(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logp = torch.log_softmax(self.policy.next_logits(inputs, self.state).float(), -1)
         if self.greedy:
             tok = logp.argmax(-1)
         else:
-            probs = logp.exp().chunk(len(self.gens))
-            draws = [
-                (p / _noise(g, p.shape, self.device)).argmax(-1)
-                for p, g in zip(probs, self.gens, strict=True)
-            ]
-            tok = torch.cat(draws)
+            probs = logp.exp()
+            tok = (probs / self._noise(probs.shape)).argmax(-1)
         return tok.cpu(), logp.gather(-1, tok[:, None]).squeeze(-1).cpu()
 
     def feed(self, inputs: torch.Tensor) -> None:
@@ -99,11 +93,15 @@ class PolicyAgent:
         a proposal."""
         self.policy.feed(inputs, self.state)  # type: ignore[attr-defined]
         if not self.greedy:
-            rows = len(inputs) // len(self.gens)
-            vocab = self.policy.vocab_size  # type: ignore[attr-defined]
             for _ in range(inputs.shape[1]):
-                for g in self.gens:
-                    _noise(g, (rows, vocab), self.device)
+                self._noise((len(inputs), self.policy.vocab_size))  # type: ignore[attr-defined]
+
+    def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """One step's noise [rows, V], each member's rows drawn from that member's generator."""
+        noise = torch.empty(shape, device=self.device)
+        for part, g in zip(noise.chunk(len(self.gens)), self.gens, strict=True):
+            part.exponential_(1, generator=g)
+        return noise
 
     def commit(self, tokens: np.ndarray, wrote: np.ndarray) -> None:
         pass
@@ -164,7 +162,7 @@ def _rollout_tokens(agent: Agent, core: TokenSearchBatch, episodes, group_ids, r
         if core.done.all() and not forced.any():
             end = pos if isinstance(rng, np.random.Generator) else cap  # see the docstring
             break
-        span = _known_span(core.done, q_len - q_pos, min(cap - pos, FEED_TOKENS // b)) if feeder else 0
+        span = _known_span(core.done, q_len - q_pos, min(cap - pos, feeder.max_feed // b)) if feeder else 0
         if feeder and span > 1:  # no row writes at pos .. pos + span - 1: take them in one call
             ahead = q_pos[:, None] + np.arange(span)
             known = queue[rows[:, None], np.minimum(ahead, qcap - 1)]

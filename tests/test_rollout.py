@@ -109,16 +109,22 @@ def test_one_core_with_member_streams_draws_what_member_cores_draw(grain: str, c
 
 
 def test_sampling_draws_what_torch_multinomial_draws() -> None:
-    """The agent samples argmax(p / Exp(1) noise), ATen's one-sample path of ``torch.multinomial``:
-    the same tokens from the same generator state, and the generator left where it leaves it."""
-    from testbed.rollout import _noise
+    """The agent samples argmax(p / Exp(1) noise), ATen's one-sample path of ``torch.multinomial``,
+    each member's rows with its own generator: the same tokens as ``multinomial`` on each member's
+    rows with its generator, and the generators left where it leaves them."""
+    from testbed.policies.qwen2 import Qwen2Policy, qwen2_shape
+    from testbed.rollout import PolicyAgent
 
+    policy = Qwen2Policy(qwen2_shape(38, 8, 1, 2, 16), members=2)
+    agent = PolicyAgent(policy, [torch.Generator().manual_seed(s) for s in (5, 6)])
+    agent.begin(TokenSearchBatch(TaskConfig(), 2 * 32))
     probs = torch.softmax(3 * torch.randn(64, 38, generator=torch.Generator().manual_seed(0)), -1)
-    ours, theirs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    theirs = [torch.Generator().manual_seed(g.initial_seed()) for g in agent.gens]
     for _ in range(5):
-        drawn = (probs / _noise(ours, probs.shape, "cpu")).argmax(-1)
-        assert torch.equal(drawn, torch.multinomial(probs, 1, generator=theirs).squeeze(-1))
-    assert torch.equal(ours.get_state(), theirs.get_state())
+        drawn = (probs / agent._noise(probs.shape)).argmax(-1)
+        expected = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs.chunk(2), theirs, strict=True)]
+        assert torch.equal(drawn, torch.cat(expected).squeeze(-1))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(agent.gens, theirs, strict=True))
 
 
 @pytest.mark.parametrize("greedy", [False, True])

@@ -35,9 +35,9 @@ from testbed.batch import Batch
 from testbed.policies.base import LayerCache, log_probs_and_entropy, member_rows
 
 MEMBER_PASSES = ("each", "together")
-# Decoding runs members in groups of at most this many rows (one member when it has more): past a
-# few thousand rows a step's activations leave the cache (a population's evaluation decodes
-# 16 x 512 rows), and a row's numbers do not depend on its group (tested)
+# On a CPU, decoding runs members in groups of at most this many rows (one member when it has
+# more): past a few thousand rows a step's activations leave the cache (a population's evaluation
+# decodes 16 x 512 rows), and a row's numbers do not depend on its group (tested)
 DECODE_ROWS = 2048
 
 
@@ -266,7 +266,8 @@ class Qwen2Policy(nn.Module):
 
     def start(self, batch_size: int, max_len: int | None = None) -> MemberGroups:
         n = member_rows(batch_size, self.members)
-        per = max(1, DECODE_ROWS // n)  # members per group
+        # members per group; a GPU takes the whole population at once
+        per = max(1, DECODE_ROWS // n) if self.device.type == "cpu" else self.members
         groups = [slice(j, min(j + per, self.members)) for j in range(0, self.members, per)]
         capacity = max_len or self.shape.max_len
         return MemberGroups(n, [(m, [LayerCache(capacity) for _ in self.blocks]) for m in groups])
