@@ -234,19 +234,16 @@ def test_feeding_known_tokens_equals_decoding_them_bit_for_bit() -> None:
 
 
 @torch.no_grad()
-def test_member_groups_decode_as_the_whole_population(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decoding in member groups (``DECODE_ROWS``) changes no member's numbers."""
-    from testbed.policies import qwen2
-
+def test_member_groups_decode_as_the_whole_population() -> None:
+    """Decoding in member groups (``decode_rows``) changes no member's numbers."""
     torch.manual_seed(4)
     policy = ours(members=4, std=0.3)
     x = tokens(4 * 8, length=12)
     whole = policy.start(32, max_len=12)
-    monkeypatch.setattr(qwen2, "DECODE_ROWS", 16)  # groups of two members
+    policy.decode_rows = 16  # groups of two members
     grouped = policy.start(32, max_len=12)
-    assert [m for m, _ in grouped.groups] == [slice(0, 2), slice(2, 4)]
-    policy.feed(x[:, :3], grouped)
-    monkeypatch.setattr(qwen2, "DECODE_ROWS", 2048)
-    policy.feed(x[:, :3], whole)
+    assert [m for m, _ in grouped.groups] == [slice(0, 2), slice(2, 4)] and len(whole.groups) == 1
+    for state in (grouped, whole):
+        policy.feed(x[:, :3], state)
     for p in range(3, 12):
         assert torch.equal(policy.next_logits(x[:, p], grouped), policy.next_logits(x[:, p], whole))

@@ -201,6 +201,7 @@ class Qwen2Policy(nn.Module):
         self.register_buffer("rope_cos", angles.cos(), persistent=False)
         self.register_buffer("rope_sin", angles.sin(), persistent=False)
         self.compiled = False  # ``compile_forward`` sets it
+        self.decode_rows = DECODE_ROWS
         self._compiled: Any = None  # this module's compiled forward, made on first use
 
     @property
@@ -267,7 +268,7 @@ class Qwen2Policy(nn.Module):
     def start(self, batch_size: int, max_len: int | None = None) -> MemberGroups:
         n = member_rows(batch_size, self.members)
         # members per group; a GPU takes the whole population at once
-        per = max(1, DECODE_ROWS // n) if self.device.type == "cpu" else self.members
+        per = max(1, self.decode_rows // n) if self.device.type == "cpu" else self.members
         groups = [slice(j, min(j + per, self.members)) for j in range(0, self.members, per)]
         capacity = max_len or self.shape.max_len
         return MemberGroups(n, [(m, [LayerCache(capacity) for _ in self.blocks]) for m in groups])
