@@ -3,8 +3,8 @@
 
     python benchmarks/bench_phases.py [--scenario isdd] [--seeds 8] [--updates 10]
 
-One population of GRPO and SAPO on ``--seeds`` seeds each (a Qwen2 scenario: one run), one torch
-thread; prints seconds per call of each phase and the projected time of the scenario's run.
+One population of GRPO and SAPO on ``--seeds`` seeds each, one torch thread; prints seconds per
+call of each phase and the projected time of the scenario's run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import time
 from collections import defaultdict
 
+from testbed.policies import has_members
 from testbed.run import build_trainer, torch_threads
 from testbed.studies.compare import compare_experiment
 from testbed.studies.scenarios import DEFAULT_SCENARIO
@@ -30,8 +31,8 @@ def main() -> None:
     short = {"trainer.n_updates": args.updates, "trainer.eval_every": args.updates}
     exp = compare_experiment(("grpo", "sapo"), range(args.seeds), args.scenario, short)
     cfgs = [c for spec in exp.arms.values() for c in spec.configs()]
-    if cfgs[0].policy.kind != "transformer":
-        cfgs = cfgs[:1]  # no member dimension: one run
+    if not has_members(cfgs[0].policy):
+        cfgs = cfgs[:1]  # no member dimension (the Hugging Face adapter): one run
     seconds: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     with torch_threads(1):
