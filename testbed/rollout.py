@@ -69,15 +69,15 @@ class PolicyAgent:
             raise ValueError(f"{len(gens)} generators for a policy of {policy.members} members")
         self.member_gens = gens
         self.feeds = hasattr(policy, "feed")
+        self.device = torch.device(getattr(policy, "device", "cpu"))
+        # on a CPU a block's activations must stay in cache (FEED_TOKENS); a GPU takes any block
+        self.max_feed = FEED_TOKENS if self.device.type == "cpu" else 2**31
 
     def begin(self, core: Core) -> None:
         # a policy with a fixed-size cache (HFPolicy's static decode) is told the longest rollout
         max_len = cast(TokenSearchBatch, core).capacity if self.grain == "token" else None
         self.state = self.policy.start(core.batch_size, max_len)
-        self.device = torch.device(getattr(self.policy, "device", "cpu"))
         self.gens = [_sampler(g, self.device) for g in self.member_gens]
-        # on a CPU a block's activations must stay in cache (FEED_TOKENS); a GPU takes any block
-        self.max_feed = FEED_TOKENS if self.device.type == "cpu" else 2**31
 
     def propose(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logp = torch.log_softmax(self.policy.next_logits(inputs, self.state).float(), -1)

@@ -59,7 +59,7 @@ def test_demonstrations_have_the_layout_of_a_policy_rollout() -> None:
 
     class Replay(PolicyAgent):  # proposes the demonstration's token at each position
         def begin(self, core):
-            self.pos = 0
+            self.pos, self.feeds = 0, False  # asked at every position, the forced ones too
 
         def propose(self, inputs):
             self.pos += 1
@@ -128,16 +128,23 @@ def test_sampling_draws_what_torch_multinomial_draws() -> None:
 
 
 @pytest.mark.parametrize("greedy", [False, True])
-def test_a_rollout_that_feeds_known_tokens_equals_one_that_steps(greedy: bool) -> None:
+@pytest.mark.parametrize("kind", ["qwen2", "transformer"])
+def test_a_rollout_that_feeds_known_tokens_equals_one_that_steps(greedy: bool, kind: str) -> None:
     """The driver hands a feeding policy every position where no row writes (prompts, retrieved
     blocks) in blocks; the batch, and the generators after it, are those of one position at a time."""
+    from testbed.policies import TransformerPolicy
     from testbed.policies.qwen2 import Qwen2Policy, qwen2_shape
     from testbed.rollout import PolicyAgent
 
     task = TaskConfig(retriever=RetrieverConfig(recall=0.6, rank_noise=0.5))
     core = TokenSearchBatch(task, 2 * 24)
     torch.manual_seed(0)
-    policy = Qwen2Policy(qwen2_shape(core.vocab.size, 16, 1, 2, core.capacity), members=2, std=0.5)
+    v, cap = core.vocab.size, core.capacity
+    policy: Qwen2Policy | TransformerPolicy = (
+        Qwen2Policy(qwen2_shape(v, 16, 1, 2, cap), members=2, std=0.5)
+        if kind == "qwen2"
+        else TransformerPolicy(v, cap, 1, 16, 2, members=2)
+    )
     assert core.world is not None  # the simulated task
     eps = core.world.train_ids(np.random.default_rng(1), 48)
     out = {}

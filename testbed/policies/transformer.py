@@ -59,9 +59,21 @@ class _Block(nn.Module):
         rows, h = k_ * n // t, self.n_heads
         qkv = self.qkv(self.ln1(x)).view(rows, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if cache is not None:  # incremental: this step's keys and values go into preallocated buffers
+        if cache is None:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # incremental: these positions' keys and values go into preallocated buffers
+            past = cache.length
             k, v = cache.append(k, v)
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
+            # one query at a time over the keys up to its own position: a block of known tokens
+            # (``feed``) gives the numbers of as many decoding steps
+            ends = range(past + 1, past + t + 1)
+            attn = torch.cat(
+                [
+                    F.scaled_dot_product_attention(q[:, :, e - past - 1 : e - past], k[:, :, :e], v[:, :, :e])
+                    for e in ends
+                ],
+                2,
+            )
         x = x + self.proj(attn.transpose(1, 2).reshape(k_, n, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
@@ -88,8 +100,11 @@ class TransformerPolicy(nn.Module):
         self.ln = _LayerNorm(members, d_model)
         self.head = _Linear(members, d_model, vocab_size)
 
-    def _run(self, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None) -> torch.Tensor:
-        """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1."""
+    def _run(
+        self, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None, head: bool = True
+    ) -> torch.Tensor:
+        """Logits [rows, t, V] of ``tokens`` [rows, t] at positions start .. start + t - 1 (with
+        ``head`` false: the last block's output, the caches filled)."""
         rows, t = tokens.shape
         k = self.members
         offset = torch.arange(k, device=tokens.device)[:, None] * self.embed.shape[1]
@@ -98,7 +113,7 @@ class TransformerPolicy(nn.Module):
         x = F.embedding(tok, self.embed.flatten(0, 1)) + self.pos[:, positions]
         for i, block in enumerate(self.blocks):
             x = block(x, t, None if caches is None else caches[i])
-        return self.head(self.ln(x)).view(rows, t, -1)
+        return self.head(self.ln(x)).view(rows, t, -1) if head else x
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [rows, T, V]: position t predicts token t + 1."""
@@ -112,10 +127,20 @@ class TransformerPolicy(nn.Module):
     def device(self) -> torch.device:
         return self.embed.device
 
+    @property
+    def vocab_size(self) -> int:
+        return self.embed.shape[1]
+
     def next_logits(self, inputs: torch.Tensor, state: KVCache) -> torch.Tensor:
         logits = self._run(inputs.to(self.device)[:, None], state.position, state.layers)
         state.position += 1
         return logits[:, -1]
+
+    def feed(self, inputs: torch.Tensor, state: KVCache) -> None:
+        """Take ``inputs`` [rows, t], known tokens, into the cache: the keys and values of t
+        ``next_logits`` steps (tested equal bit for bit on CPU), one pass per block, no logits."""
+        self._run(inputs.to(self.device), state.position, state.layers, head=False)
+        state.position += inputs.shape[1]
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropies [B, T] of the written tokens, on the batch's device."""
