@@ -247,3 +247,18 @@ def test_member_groups_decode_as_the_whole_population() -> None:
         policy.feed(x[:, :3], state)
     for p in range(3, 12):
         assert torch.equal(policy.next_logits(x[:, p], grouped), policy.next_logits(x[:, p], whole))
+
+
+def test_scoring_without_gradients_in_row_blocks_equals_one_pass() -> None:
+    """A pass without gradients scores each member's rows in blocks (``score_tokens``): the same
+    log-probs and entropies, bit for bit, as the pass with gradients, which takes them at once."""
+    torch.manual_seed(5)
+    policy = ours(members=2, std=0.3)
+    batch = written_batch(2, 24, [30, 41])
+    policy.score_tokens = 200  # blocks of 5 and 4 rows (widths 30 and 41)
+    assert len(policy._row_blocks(slice(0, 1), slice(0, 24), 30)) == 4
+    with torch.no_grad():
+        blocks = policy.score(batch)
+    whole = policy.score(batch)
+    assert whole[0].requires_grad
+    assert torch.equal(blocks[0], whole[0].detach()) and torch.equal(blocks[1], whole[1].detach())
